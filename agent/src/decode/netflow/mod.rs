@@ -1,0 +1,1 @@
+//! NetFlow v5, NetFlow v9 and IPFIX.
