@@ -1,6 +1,11 @@
 //! `flow-agent`: receives flows at the edge and produces them to Kafka.
 
+use std::process::ExitCode;
+
 use argh::FromArgs;
+
+use flow_agent::inspect::DecodeCommand;
+use flow_agent::run::{CheckCommand, RunCommand};
 
 /// Receives NetFlow v5/v9, IPFIX and sFlow v5 and produces them to the versioned Kafka topic.
 #[derive(FromArgs, Debug)]
@@ -8,9 +13,19 @@ struct Cli {
     /// print the version and the flow schema version, then exit
     #[argh(switch)]
     version: bool,
+    #[argh(subcommand)]
+    command: Option<Command>,
 }
 
-fn main() {
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Command {
+    Run(RunCommand),
+    Check(CheckCommand),
+    Decode(DecodeCommand),
+}
+
+fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     if cli.version {
         println!(
@@ -19,5 +34,15 @@ fn main() {
             flow_proto::current(),
             flow_proto::topic_name("<base>")
         );
+        return ExitCode::SUCCESS;
+    }
+    match cli.command {
+        Some(Command::Run(command)) => command.execute(),
+        Some(Command::Check(command)) => command.execute(),
+        Some(Command::Decode(command)) => command.execute(),
+        None => {
+            eprintln!("flow-agent: a command is needed (run, check, decode); see --help");
+            ExitCode::FAILURE
+        }
     }
 }

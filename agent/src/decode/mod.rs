@@ -116,3 +116,88 @@ pub struct DecodeCounters {
     /// Records skipped because they were malformed while the rest of the datagram was fine.
     pub skipped_records: u64,
 }
+
+/// Why a datagram could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The first bytes match no protocol the agent knows.
+    #[error("not NetFlow v5/v9, IPFIX or sFlow v5")]
+    UnknownProtocol,
+    /// A NetFlow v5, v9 or IPFIX datagram was malformed.
+    #[error("{}: {source}", protocol.as_str())]
+    Netflow {
+        /// Which of the three.
+        protocol: Protocol,
+        /// What was wrong.
+        source: netflow::NetflowError,
+    },
+    /// An sFlow datagram was malformed.
+    #[error("sflow: {0}")]
+    Sflow(#[from] sflow::SflowError),
+}
+
+impl DecodeError {
+    /// A short name for metrics and the `decode` summary.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::UnknownProtocol => "unknown-protocol",
+            DecodeError::Netflow { source, .. } => source.kind(),
+            DecodeError::Sflow(error) => error.kind(),
+        }
+    }
+
+    /// The protocol of the datagram, when it was recognised.
+    pub fn protocol(&self) -> Option<Protocol> {
+        match self {
+            DecodeError::UnknownProtocol => None,
+            DecodeError::Netflow { protocol, .. } => Some(*protocol),
+            DecodeError::Sflow(_) => Some(Protocol::Sflow),
+        }
+    }
+}
+
+/// One decoder per listener worker: it recognises each datagram's protocol and
+/// keeps the NetFlow v9/IPFIX templates of the exporters it hears.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    netflow: netflow::NetflowDecoder,
+    sflow: sflow::SflowDecoder,
+}
+
+impl Decoder {
+    /// A decoder with these template limits.
+    pub fn new(limits: netflow::TemplateLimits) -> Self {
+        Decoder {
+            netflow: netflow::NetflowDecoder::new(limits),
+            sflow: sflow::SflowDecoder,
+        }
+    }
+
+    /// Decodes a datagram of the given protocol, or of the one its first bytes
+    /// announce when `protocol` is None, appending its flows to `out`.
+    pub fn decode(
+        &mut self,
+        datagram: &Datagram<'_>,
+        protocol: Option<Protocol>,
+        options: &DecodeOptions,
+        out: &mut Vec<flow_proto::FlowMessage>,
+        counters: &mut DecodeCounters,
+    ) -> Result<Protocol, DecodeError> {
+        let protocol = protocol
+            .or_else(|| Protocol::detect(datagram.payload))
+            .ok_or(DecodeError::UnknownProtocol)?;
+        match protocol {
+            Protocol::Sflow => self.sflow.decode(datagram, options, out, counters)?,
+            _ => self
+                .netflow
+                .decode(datagram, options, out, counters)
+                .map_err(|source| DecodeError::Netflow { protocol, source })?,
+        }
+        Ok(protocol)
+    }
+
+    /// Forgets templates unseen since before `now` minus the configured lifetime.
+    pub fn expire(&mut self, now: u64) {
+        self.netflow.expire(now);
+    }
+}

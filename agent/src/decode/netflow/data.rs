@@ -1,0 +1,127 @@
+//! Data sets, shared by NetFlow v9 and IPFIX: records of a data template become
+//! flows, records of an options template update what the decoder knows of the
+//! exporter (sampling rates per sampler, boot time).
+
+use super::fields::{ExportContext, Record};
+use super::template::{BoundedCache, DomainKey, SamplerKey, TemplateKey, TemplateKind};
+use super::{NetflowError, Output, State};
+use crate::decode::TimestampSource;
+
+/// Records allowed in one set: a 64 KB datagram of tiny records must not turn
+/// into tens of thousands of flows (real sets hold at most a few hundred).
+pub(crate) const MAX_RECORDS_PER_SET: usize = 4096;
+
+/// Decodes the records of one data set with the template `key` names; a set
+/// whose template is unknown is counted in `template_misses` and skipped.
+pub(super) fn decode_data_set(
+    state: &mut State,
+    key: TemplateKey,
+    records: &[u8],
+    export: &ExportContext,
+    now: u64,
+    output: &mut Output,
+) -> Result<(), NetflowError> {
+    let State {
+        templates,
+        samplers,
+        boot_times,
+        ..
+    } = state;
+    let Some(template) = templates.get(&key, now) else {
+        output.counters.template_misses += 1;
+        return Ok(());
+    };
+    let domain = DomainKey {
+        exporter: key.exporter,
+        domain: key.domain,
+    };
+    let mut export = *export;
+    if export.boot_millis.is_none() {
+        export.boot_millis = boot_times.get(&domain, now).copied();
+    }
+    let time_from_flow = output.options.timestamps == TimestampSource::Flow;
+    let default_rate = output.options.default_sampling_rate.max(1);
+
+    // Rates cannot change within a data set (options come in sets of their
+    // own): one lookup per sampler id met, not one per record.
+    let mut last_lookup: Option<(Option<u64>, Option<u64>)> = None;
+    let mut record = Record::default();
+    let mut rest = records;
+    let mut count = 0usize;
+    while rest.len() >= template.min_record_length {
+        let Some(used) = template.read_record(rest, &mut record) else {
+            output.counters.skipped_records += 1;
+            break;
+        };
+        rest = rest.get(used..).unwrap_or_default();
+        count += 1;
+        if count > MAX_RECORDS_PER_SET {
+            return Err(NetflowError::TooManyRecords);
+        }
+        match template.kind {
+            TemplateKind::Options => remember_options(&record, domain, now, samplers, boot_times)?,
+            TemplateKind::Data => {
+                let rate = match record.sampling_rate() {
+                    Some(rate) => rate,
+                    None => match last_lookup {
+                        Some((sampler, rate)) if sampler == record.sampler_id => rate,
+                        _ => {
+                            let rate = announced_rate(samplers, domain, record.sampler_id, now);
+                            last_lookup = Some((record.sampler_id, rate));
+                            rate
+                        }
+                    }
+                    .unwrap_or(default_rate),
+                };
+                record.push_flow(output.flows, &export, rate, time_from_flow);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the sampling rate and boot time an options record announces. A rate is
+/// kept for its sampler (0 when the record names none) and as the domain's
+/// latest rate, the fallback for flows that name no known sampler.
+fn remember_options(
+    record: &Record,
+    domain: DomainKey,
+    now: u64,
+    samplers: &mut BoundedCache<SamplerKey, u64>,
+    boot_times: &mut BoundedCache<DomainKey, u64>,
+) -> Result<(), NetflowError> {
+    if let Some(rate) = record.sampling_rate() {
+        for sampler in [Some(record.sampler_id.unwrap_or(0)), None] {
+            let key = SamplerKey {
+                exporter: domain.exporter,
+                domain: domain.domain,
+                sampler,
+            };
+            samplers.insert(key, rate, now)?;
+        }
+    }
+    if let Some(boot) = record.system_init_millis {
+        boot_times.insert(domain, boot, now)?;
+    }
+    Ok(())
+}
+
+/// The rate announced for the record's sampler, else the domain's latest one.
+fn announced_rate(
+    samplers: &mut BoundedCache<SamplerKey, u64>,
+    domain: DomainKey,
+    sampler_id: Option<u64>,
+    now: u64,
+) -> Option<u64> {
+    let key = |sampler| SamplerKey {
+        exporter: domain.exporter,
+        domain: domain.domain,
+        sampler,
+    };
+    if let Some(id) = sampler_id
+        && let Some(rate) = samplers.get(&key(Some(id)), now)
+    {
+        return Some(*rate);
+    }
+    samplers.get(&key(None), now).copied()
+}

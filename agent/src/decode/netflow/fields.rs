@@ -1,0 +1,860 @@
+//! Information elements and what they become in a `FlowMessage`.
+//!
+//! NetFlow v9 field types 1–127 are the IPFIX information elements of the same
+//! numbers (IANA's IPFIX registry took them over from RFC 3954), and exporters
+//! use IANA numbers beyond 127 in v9 too, so one mapping serves both.
+//! A template is compiled once, when it arrives, into [`Step`]s: each names the
+//! [`Field`] a value feeds, chosen only when the exported length suits it, so that
+//! decoding a record is a walk over the steps with no lookups and no allocation.
+//! Values land in a [`Record`], which becomes a `FlowMessage` once every field of
+//! the record is known (fallbacks such as "out counters when in counters are
+//! absent" need the whole record).
+
+use flow_proto::FlowMessage;
+use flow_proto::v1::FlowDirection;
+
+use crate::decode::packet::parse_ethernet;
+
+/// The length a template gives a field: the IPFIX variable-length marker is kept apart.
+pub(crate) const VARIABLE_LENGTH: u16 = 65535;
+
+/// What a value of a template field feeds. Fields the agent does not use are [`Field::Skip`].
+/// A field appears once in a compiled template (its first occurrence), except
+/// addresses, which keep the first specified one (see [`Field::repeatable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Skip,
+    Bytes,
+    Packets,
+    PostBytes,
+    PostPackets,
+    TotalBytes,
+    TotalPackets,
+    InitiatorBytes,
+    InitiatorPackets,
+    Proto,
+    Tos,
+    Dscp,
+    TcpFlags,
+    SrcPort,
+    DstPort,
+    SrcAddr,
+    DstAddr,
+    SrcMask,
+    DstMask,
+    InIf,
+    OutIf,
+    InPhysicalIf,
+    OutPhysicalIf,
+    SrcAs,
+    DstAs,
+    NextHop,
+    BgpNextHop,
+    SrcVlan,
+    DstVlan,
+    Dot1qVlan,
+    PostDot1qVlan,
+    SrcMac,
+    DstMac,
+    PostSrcMac,
+    PostDstMac,
+    /// One of the ten MPLS label stack entries (IEs 70–79), by position.
+    MplsLabel(u8),
+    IcmpTypeCode,
+    IcmpType,
+    IcmpCode,
+    ForwardingStatus,
+    Direction,
+    IpTtl,
+    IpVersion,
+    StartUptime,
+    EndUptime,
+    StartSeconds,
+    EndSeconds,
+    StartMillis,
+    EndMillis,
+    StartNtp,
+    EndNtp,
+    StartDeltaMicros,
+    EndDeltaMicros,
+    SystemInitMillis,
+    SamplingInterval,
+    SamplerRandomInterval,
+    SamplerId,
+    SamplingPacketInterval,
+    SamplingPacketSpace,
+    SamplingSize,
+    SamplingPopulation,
+    DataLinkFrame,
+}
+
+impl Field {
+    /// The field an IPFIX information element (or NetFlow v9 field type) of
+    /// enterprise 0 feeds, given its exported length; `Skip` when the agent does
+    /// not use it or the length does not suit it (never guess at a bad length).
+    pub(crate) fn for_element(element: u16, length: u16) -> Field {
+        use Field::*;
+        let (field, shape) = match element {
+            1 => (Bytes, Shape::Unsigned),
+            2 => (Packets, Shape::Unsigned),
+            4 => (Proto, Shape::Unsigned),
+            5 => (Tos, Shape::Unsigned),
+            6 => (TcpFlags, Shape::Unsigned),
+            7 => (SrcPort, Shape::Unsigned),
+            8 => (SrcAddr, Shape::Ipv4),
+            9 | 29 => (SrcMask, Shape::Unsigned),
+            10 => (InIf, Shape::Unsigned),
+            11 => (DstPort, Shape::Unsigned),
+            12 => (DstAddr, Shape::Ipv4),
+            13 | 30 => (DstMask, Shape::Unsigned),
+            14 => (OutIf, Shape::Unsigned),
+            15 => (NextHop, Shape::Ipv4),
+            16 => (SrcAs, Shape::Unsigned),
+            17 => (DstAs, Shape::Unsigned),
+            18 => (BgpNextHop, Shape::Ipv4),
+            21 => (EndUptime, Shape::Unsigned),
+            22 => (StartUptime, Shape::Unsigned),
+            23 => (PostBytes, Shape::Unsigned),
+            24 => (PostPackets, Shape::Unsigned),
+            27 => (SrcAddr, Shape::Ipv6),
+            28 => (DstAddr, Shape::Ipv6),
+            32 => (IcmpTypeCode, Shape::Unsigned),
+            34 => (SamplingInterval, Shape::Unsigned),
+            48 => (SamplerId, Shape::Unsigned),
+            50 => (SamplerRandomInterval, Shape::Unsigned),
+            56 => (SrcMac, Shape::Mac),
+            57 => (PostDstMac, Shape::Mac),
+            58 => (SrcVlan, Shape::Unsigned),
+            59 => (DstVlan, Shape::Unsigned),
+            60 => (IpVersion, Shape::Unsigned),
+            61 => (Direction, Shape::Unsigned),
+            62 => (NextHop, Shape::Ipv6),
+            63 => (BgpNextHop, Shape::Ipv6),
+            70..=79 => (MplsLabel((element - 70) as u8), Shape::MplsEntry),
+            80 => (DstMac, Shape::Mac),
+            81 => (PostSrcMac, Shape::Mac),
+            85 => (TotalBytes, Shape::Unsigned),
+            86 => (TotalPackets, Shape::Unsigned),
+            89 => (ForwardingStatus, Shape::Unsigned),
+            231 => (InitiatorBytes, Shape::Unsigned),
+            298 => (InitiatorPackets, Shape::Unsigned),
+            139 => (IcmpTypeCode, Shape::Unsigned),
+            150 => (StartSeconds, Shape::Unsigned),
+            151 => (EndSeconds, Shape::Unsigned),
+            152 => (StartMillis, Shape::Unsigned),
+            153 => (EndMillis, Shape::Unsigned),
+            154 | 156 => (StartNtp, Shape::Ntp),
+            155 | 157 => (EndNtp, Shape::Ntp),
+            158 => (StartDeltaMicros, Shape::Unsigned),
+            159 => (EndDeltaMicros, Shape::Unsigned),
+            160 => (SystemInitMillis, Shape::Unsigned),
+            176 | 178 => (IcmpType, Shape::Unsigned),
+            177 | 179 => (IcmpCode, Shape::Unsigned),
+            192 => (IpTtl, Shape::Unsigned),
+            195 => (Dscp, Shape::Unsigned),
+            243 => (Dot1qVlan, Shape::Unsigned),
+            252 => (InPhysicalIf, Shape::Unsigned),
+            253 => (OutPhysicalIf, Shape::Unsigned),
+            254 => (PostDot1qVlan, Shape::Unsigned),
+            302 => (SamplerId, Shape::Unsigned),
+            305 => (SamplingPacketInterval, Shape::Unsigned),
+            306 => (SamplingPacketSpace, Shape::Unsigned),
+            309 => (SamplingSize, Shape::Unsigned),
+            310 => (SamplingPopulation, Shape::Unsigned),
+            315 => (DataLinkFrame, Shape::Any),
+            _ => return Skip,
+        };
+        if shape.accepts(length) { field } else { Skip }
+    }
+}
+
+impl Field {
+    /// Whether later occurrences in a template still matter: an address field
+    /// may come as IPv4 then IPv6 (or twice), only one filled.
+    pub(crate) fn repeatable(self) -> bool {
+        matches!(
+            self,
+            Field::SrcAddr | Field::DstAddr | Field::NextHop | Field::BgpNextHop
+        )
+    }
+}
+
+/// The lengths a field's value may have.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// An unsigned integer, big-endian, reduced-size encoding allowed (RFC 7011 §6.2).
+    Unsigned,
+    Ipv4,
+    Ipv6,
+    Mac,
+    /// An MPLS label stack entry: 20-bit label, 3 bits of traffic class, bottom-of-stack bit.
+    MplsEntry,
+    /// A 64-bit NTP timestamp (dateTimeMicroseconds, dateTimeNanoseconds).
+    Ntp,
+    /// Anything, variable length included.
+    Any,
+}
+
+impl Shape {
+    fn accepts(self, length: u16) -> bool {
+        match self {
+            Shape::Unsigned => (1..=8).contains(&length),
+            Shape::Ipv4 => length == 4,
+            Shape::Ipv6 => length == 16,
+            Shape::Mac => length == 6,
+            Shape::MplsEntry => length == 3,
+            Shape::Ntp => length == 8,
+            Shape::Any => true,
+        }
+    }
+}
+
+/// One step of a compiled template: a field and its length ([`VARIABLE_LENGTH`]
+/// when the record carries the length before the value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Step {
+    pub field: Field,
+    pub length: u16,
+}
+
+/// A moment a record states, in one of the forms exporters use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moment {
+    /// Milliseconds since the exporter booted (sysUpTime).
+    Uptime(u64),
+    /// Milliseconds since the Unix epoch.
+    UnixMillis(u64),
+    /// Microseconds before the export time.
+    BeforeExport(u64),
+}
+
+/// What the header of a datagram tells about all its records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExportContext {
+    /// The exporter address, IPv4 mapped into IPv6.
+    pub exporter: [u8; 16],
+    pub observation_domain: u32,
+    pub sequence_number: u32,
+    /// The export time, in milliseconds since the Unix epoch.
+    pub export_millis: u64,
+    /// When the exporter booted, in milliseconds since the Unix epoch, when known
+    /// (NetFlow: export time minus sysUpTime; IPFIX: systemInitTimeMilliseconds).
+    pub boot_millis: Option<u64>,
+    /// When the agent received the datagram, in seconds since the Unix epoch.
+    pub received: u64,
+}
+
+/// The values of one data record, borrowed from the datagram where they are bytes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Record<'a> {
+    bytes: u64,
+    packets: u64,
+    post_bytes: u64,
+    post_packets: u64,
+    total_bytes: u64,
+    total_packets: u64,
+    initiator_bytes: u64,
+    initiator_packets: u64,
+    proto: u32,
+    tos: u32,
+    dscp: u32,
+    tcp_flags: u32,
+    src_port: u32,
+    dst_port: u32,
+    src_addr: Option<Address>,
+    dst_addr: Option<Address>,
+    src_mask: u32,
+    dst_mask: u32,
+    in_if: u32,
+    out_if: u32,
+    in_physical_if: u32,
+    out_physical_if: u32,
+    src_as: u32,
+    dst_as: u32,
+    next_hop: Option<Address>,
+    bgp_next_hop: Option<Address>,
+    src_vlan: u32,
+    dst_vlan: u32,
+    dot1q_vlan: u32,
+    post_dot1q_vlan: u32,
+    src_mac: u64,
+    dst_mac: u64,
+    post_src_mac: u64,
+    post_dst_mac: u64,
+    mpls_labels: [u32; 10],
+    icmp_type_code: Option<u32>,
+    icmp_type: Option<u32>,
+    icmp_code: Option<u32>,
+    forwarding_status: u32,
+    direction: Option<u32>,
+    ip_ttl: u32,
+    ip_version: u32,
+    start: Option<Moment>,
+    end: Option<Moment>,
+    start_seconds: Option<u64>,
+    end_seconds: Option<u64>,
+    pub system_init_millis: Option<u64>,
+    sampling_interval: Option<u64>,
+    sampler_random_interval: Option<u64>,
+    pub sampler_id: Option<u64>,
+    sampling_packet_interval: Option<u64>,
+    sampling_packet_space: Option<u64>,
+    sampling_size: Option<u64>,
+    sampling_population: Option<u64>,
+    frame: Option<&'a [u8]>,
+}
+
+/// An address as the schema carries it, with its family for the ether type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Address {
+    octets: [u8; 16],
+    ipv4: bool,
+}
+
+impl Address {
+    /// Builds from 4 or 16 bytes (the compiled template guarantees one of them).
+    fn from_slice(value: &[u8]) -> Option<Address> {
+        if let Ok(v4) = <[u8; 4]>::try_from(value) {
+            let mut octets = [0u8; 16];
+            octets[10] = 0xff;
+            octets[11] = 0xff;
+            octets[12..].copy_from_slice(&v4);
+            Some(Address { octets, ipv4: true })
+        } else {
+            let octets = <[u8; 16]>::try_from(value).ok()?;
+            Some(Address {
+                octets,
+                ipv4: false,
+            })
+        }
+    }
+
+    /// Templates often carry both an IPv4 and an IPv6 field for one address,
+    /// only one of them filled: the first specified address wins.
+    fn keep_specified(slot: &mut Option<Address>, value: &[u8]) {
+        let Some(address) = Address::from_slice(value) else {
+            return;
+        };
+        if slot.is_none_or(|kept| kept.is_unspecified() && !address.is_unspecified()) {
+            *slot = Some(address);
+        }
+    }
+
+    /// 0.0.0.0 or ::, as exporters fill fields they have no value for.
+    fn is_unspecified(&self) -> bool {
+        let unspecified: &[u8] = if self.ipv4 {
+            &self.octets[12..]
+        } else {
+            &self.octets
+        };
+        unspecified.iter().all(|&byte| byte == 0)
+    }
+}
+
+/// Reads a big-endian unsigned integer of up to 8 bytes (longer values keep
+/// their low 8 bytes). The usual widths take a single load.
+#[inline]
+pub(crate) fn read_unsigned(value: &[u8]) -> u64 {
+    match *value {
+        [byte] => u64::from(byte),
+        [a, b] => u64::from(u16::from_be_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => value
+            .iter()
+            .fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte)),
+    }
+}
+
+/// Reads a sampling value, undoing a byte order mistake.
+///
+/// MikroTik RouterOS writes its sampling values little-endian. A sampling
+/// interval above 2^24 (one packet in 16 million) is absurd for any real
+/// exporter, so when the big-endian reading is that large and the byte-swapped
+/// one is sane, the swapped one is what the exporter meant.
+fn read_sampling_value(value: &[u8]) -> u64 {
+    const SANE: u64 = 1 << 24;
+    let big_endian = read_unsigned(value);
+    if big_endian <= SANE {
+        return big_endian;
+    }
+    let little_endian = value
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte));
+    if (1..=SANE).contains(&little_endian) {
+        little_endian
+    } else {
+        big_endian
+    }
+}
+
+/// sysUpTime values are 32-bit milliseconds: they wrap every 49.7 days, so
+/// boot time plus uptime may be off by whole wraps (a NetFlow v9 flow that
+/// started before the header's sysUpTime wrapped, an IPFIX exporter up for
+/// months). Of the moments the value can stand for, a flow's is the one
+/// nearest its export.
+fn nearest_to_export(millis: u64, export_millis: u64) -> u64 {
+    const WRAP: i128 = 1 << 32;
+    let behind = i128::from(export_millis) - i128::from(millis);
+    let wraps = (behind + WRAP / 2).div_euclid(WRAP);
+    u64::try_from(i128::from(millis) + wraps * WRAP).unwrap_or_default()
+}
+
+/// Converts a 64-bit NTP timestamp (seconds since 1900 and a binary fraction) to Unix milliseconds.
+fn ntp_to_unix_millis(value: u64) -> u64 {
+    const NTP_TO_UNIX_SECONDS: u64 = 2_208_988_800;
+    let seconds = (value >> 32).saturating_sub(NTP_TO_UNIX_SECONDS);
+    let millis = ((value & 0xffff_ffff) * 1000) >> 32;
+    seconds * 1000 + millis
+}
+
+impl<'a> Record<'a> {
+    /// Stores one value; `value` has the length the compiled step accepted.
+    #[inline]
+    pub(crate) fn set(&mut self, field: Field, value: &'a [u8]) {
+        use Field::*;
+        let unsigned = || read_unsigned(value);
+        let narrow = || read_unsigned(value) as u32;
+        match field {
+            Skip => {}
+            Bytes => self.bytes = unsigned(),
+            Packets => self.packets = unsigned(),
+            PostBytes => self.post_bytes = unsigned(),
+            PostPackets => self.post_packets = unsigned(),
+            TotalBytes => self.total_bytes = unsigned(),
+            TotalPackets => self.total_packets = unsigned(),
+            InitiatorBytes => self.initiator_bytes = unsigned(),
+            InitiatorPackets => self.initiator_packets = unsigned(),
+            Proto => self.proto = narrow(),
+            Tos => self.tos = narrow(),
+            Dscp => self.dscp = narrow(),
+            TcpFlags => self.tcp_flags = narrow(),
+            SrcPort => self.src_port = narrow(),
+            DstPort => self.dst_port = narrow(),
+            SrcAddr => Address::keep_specified(&mut self.src_addr, value),
+            DstAddr => Address::keep_specified(&mut self.dst_addr, value),
+            SrcMask => self.src_mask = narrow(),
+            DstMask => self.dst_mask = narrow(),
+            InIf => self.in_if = narrow(),
+            OutIf => self.out_if = narrow(),
+            InPhysicalIf => self.in_physical_if = narrow(),
+            OutPhysicalIf => self.out_physical_if = narrow(),
+            SrcAs => self.src_as = narrow(),
+            DstAs => self.dst_as = narrow(),
+            NextHop => Address::keep_specified(&mut self.next_hop, value),
+            BgpNextHop => Address::keep_specified(&mut self.bgp_next_hop, value),
+            SrcVlan => self.src_vlan = narrow(),
+            DstVlan => self.dst_vlan = narrow(),
+            Dot1qVlan => self.dot1q_vlan = narrow(),
+            PostDot1qVlan => self.post_dot1q_vlan = narrow(),
+            SrcMac => self.src_mac = unsigned(),
+            DstMac => self.dst_mac = unsigned(),
+            PostSrcMac => self.post_src_mac = unsigned(),
+            PostDstMac => self.post_dst_mac = unsigned(),
+            MplsLabel(position) => {
+                if let Some(slot) = self.mpls_labels.get_mut(usize::from(position)) {
+                    *slot = narrow() >> 4;
+                }
+            }
+            IcmpTypeCode => self.icmp_type_code = Some(narrow()),
+            IcmpType => self.icmp_type = Some(narrow()),
+            IcmpCode => self.icmp_code = Some(narrow()),
+            ForwardingStatus => self.forwarding_status = narrow(),
+            Direction => self.direction = Some(narrow()),
+            IpTtl => self.ip_ttl = narrow(),
+            IpVersion => self.ip_version = narrow(),
+            StartUptime => self.start = Some(Moment::Uptime(unsigned())),
+            EndUptime => self.end = Some(Moment::Uptime(unsigned())),
+            StartSeconds => self.start_seconds = Some(unsigned()),
+            EndSeconds => self.end_seconds = Some(unsigned()),
+            StartMillis => self.start = Some(Moment::UnixMillis(unsigned())),
+            EndMillis => self.end = Some(Moment::UnixMillis(unsigned())),
+            StartNtp => self.start = Some(Moment::UnixMillis(ntp_to_unix_millis(unsigned()))),
+            EndNtp => self.end = Some(Moment::UnixMillis(ntp_to_unix_millis(unsigned()))),
+            StartDeltaMicros => self.start = Some(Moment::BeforeExport(unsigned())),
+            EndDeltaMicros => self.end = Some(Moment::BeforeExport(unsigned())),
+            SystemInitMillis => self.system_init_millis = Some(unsigned()),
+            SamplingInterval => self.sampling_interval = Some(read_sampling_value(value)),
+            SamplerRandomInterval => {
+                self.sampler_random_interval = Some(read_sampling_value(value))
+            }
+            SamplerId => self.sampler_id = Some(unsigned()),
+            SamplingPacketInterval => {
+                self.sampling_packet_interval = Some(read_sampling_value(value))
+            }
+            SamplingPacketSpace => self.sampling_packet_space = Some(read_sampling_value(value)),
+            SamplingSize => self.sampling_size = Some(read_sampling_value(value)),
+            SamplingPopulation => self.sampling_population = Some(read_sampling_value(value)),
+            DataLinkFrame => self.frame = Some(value),
+        }
+    }
+
+    /// The sampling rate the record states itself, if any: an interval (IE 34,
+    /// IE 50), packet interval and space (IEs 305/306: `interval` packets
+    /// selected out of every `interval + space`, systematic count-based
+    /// sampling), or sampling size and population (IEs 309/310: `size` packets
+    /// out of every `population`, random n-out-of-N sampling as Cisco IOS XR
+    /// announces it; RFC 5477).
+    pub(crate) fn sampling_rate(&self) -> Option<u64> {
+        let by_count = match (self.sampling_packet_interval, self.sampling_packet_space) {
+            (Some(interval), Some(space)) if interval > 0 => {
+                Some(interval.saturating_add(space) / interval)
+            }
+            _ => None,
+        };
+        let n_out_of_n = match (self.sampling_size, self.sampling_population) {
+            (Some(size), Some(population)) if size > 0 => Some(population / size),
+            _ => None,
+        };
+        [
+            self.sampling_interval,
+            self.sampler_random_interval,
+            by_count,
+            n_out_of_n,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|&rate| rate > 0)
+    }
+
+    /// Appends the record to `flows` as a flow, built in place; `sampling_rate`
+    /// is the one resolved for it (never 0).
+    pub(crate) fn push_flow(
+        &self,
+        flows: &mut Vec<FlowMessage>,
+        context: &ExportContext,
+        sampling_rate: u64,
+        time_from_flow: bool,
+    ) {
+        flows.push(FlowMessage::default());
+        if let Some(flow) = flows.last_mut() {
+            self.write_flow(flow, context, sampling_rate, time_from_flow);
+        }
+    }
+
+    fn write_flow(
+        &self,
+        flow: &mut FlowMessage,
+        context: &ExportContext,
+        sampling_rate: u64,
+        time_from_flow: bool,
+    ) {
+        if let Some(frame) = self.frame {
+            parse_ethernet(frame).fill(flow);
+        }
+        let boot_millis = self.system_init_millis.or(context.boot_millis);
+        let to_seconds = |moment: Option<Moment>, seconds: Option<u64>| {
+            seconds.or_else(|| {
+                let millis = match moment? {
+                    Moment::Uptime(uptime) => {
+                        nearest_to_export(boot_millis?.checked_add(uptime)?, context.export_millis)
+                    }
+                    Moment::UnixMillis(millis) => millis,
+                    Moment::BeforeExport(micros) => {
+                        context.export_millis.checked_sub(micros / 1000)?
+                    }
+                };
+                Some(millis / 1000)
+            })
+        };
+        flow.flow_start = to_seconds(self.start, self.start_seconds).unwrap_or_default();
+        flow.flow_end = to_seconds(self.end, self.end_seconds).unwrap_or_default();
+        flow.time_received = if time_from_flow && flow.flow_end != 0 {
+            flow.flow_end
+        } else {
+            context.received
+        };
+        flow.sequence_number = context.sequence_number;
+        flow.sampling_rate = sampling_rate;
+        flow.exporter_address = context.exporter.to_vec();
+        flow.observation_domain = context.observation_domain;
+
+        set_nonzero(
+            &mut flow.in_if,
+            first_nonzero([self.in_if, self.in_physical_if]),
+        );
+        set_nonzero(
+            &mut flow.out_if,
+            first_nonzero([self.out_if, self.out_physical_if]),
+        );
+        // Delta counters, else post (egress) ones, else totals, else the
+        // initiator's (Cisco ASA's NSEL counts only per direction of a connection).
+        set_nonzero(
+            &mut flow.bytes,
+            first_nonzero([
+                self.bytes,
+                self.post_bytes,
+                self.total_bytes,
+                self.initiator_bytes,
+            ]),
+        );
+        set_nonzero(
+            &mut flow.packets,
+            first_nonzero([
+                self.packets,
+                self.post_packets,
+                self.total_packets,
+                self.initiator_packets,
+            ]),
+        );
+        if let Some(address) = self.src_addr {
+            flow.src_addr = address.octets.to_vec();
+            flow.etype = if address.ipv4 {
+                ETHERTYPE_IPV4
+            } else {
+                ETHERTYPE_IPV6
+            };
+        }
+        if let Some(address) = self.dst_addr {
+            flow.dst_addr = address.octets.to_vec();
+        }
+        let specified =
+            |address: &Option<Address>| address.filter(|address| !address.is_unspecified());
+        let next_hop = specified(&self.next_hop)
+            .or(specified(&self.bgp_next_hop))
+            .or(self.next_hop)
+            .or(self.bgp_next_hop);
+        if let Some(address) = next_hop {
+            flow.next_hop = address.octets.to_vec();
+        }
+        match self.ip_version {
+            4 => flow.etype = ETHERTYPE_IPV4,
+            6 => flow.etype = ETHERTYPE_IPV6,
+            _ => {}
+        }
+        set_nonzero(&mut flow.src_net_mask, self.src_mask);
+        set_nonzero(&mut flow.dst_net_mask, self.dst_mask);
+        set_nonzero(&mut flow.src_as, self.src_as);
+        set_nonzero(&mut flow.dst_as, self.dst_as);
+        set_nonzero(&mut flow.proto, self.proto);
+        // The TOS byte, else the DSCP (its top 6 bits) where only that is exported.
+        set_nonzero(&mut flow.ip_tos, first_nonzero([self.tos, self.dscp << 2]));
+        set_nonzero(&mut flow.ip_ttl, self.ip_ttl);
+        set_nonzero(&mut flow.src_port, self.src_port);
+        set_nonzero(&mut flow.dst_port, self.dst_port);
+        set_nonzero(&mut flow.tcp_flags, self.tcp_flags);
+        if let Some(type_code) = self.icmp_type_code {
+            flow.icmp_type = type_code >> 8;
+            flow.icmp_code = type_code & 0xff;
+        }
+        if let Some(icmp_type) = self.icmp_type {
+            flow.icmp_type = icmp_type;
+        }
+        if let Some(icmp_code) = self.icmp_code {
+            flow.icmp_code = icmp_code;
+        }
+        let has_icmp_fields =
+            self.icmp_type_code.is_some() || self.icmp_type.is_some() || self.icmp_code.is_some();
+        if matches!(flow.proto, PROTO_ICMP | PROTO_ICMPV6) && !has_icmp_fields {
+            // Exporters without ICMP fields (Cisco, Juniper…) put type and code
+            // in the destination port, as NetFlow v5 always did.
+            flow.icmp_type = flow.dst_port >> 8;
+            flow.icmp_code = flow.dst_port & 0xff;
+        }
+        set_nonzero(
+            &mut flow.src_vlan,
+            first_nonzero([self.src_vlan, self.dot1q_vlan]),
+        );
+        set_nonzero(
+            &mut flow.dst_vlan,
+            first_nonzero([self.dst_vlan, self.post_dot1q_vlan]),
+        );
+        set_nonzero(
+            &mut flow.src_mac,
+            first_nonzero([self.src_mac, self.post_src_mac]),
+        );
+        set_nonzero(
+            &mut flow.dst_mac,
+            first_nonzero([self.dst_mac, self.post_dst_mac]),
+        );
+        if self.mpls_labels.iter().any(|&label| label != 0) {
+            flow.mpls_labels = self
+                .mpls_labels
+                .iter()
+                .copied()
+                .filter(|&label| label != 0)
+                .collect();
+        }
+        set_nonzero(&mut flow.forwarding_status, self.forwarding_status);
+        if let Some(direction) = self.direction {
+            flow.set_flow_direction(match direction {
+                0 => FlowDirection::Ingress,
+                1 => FlowDirection::Egress,
+                _ => FlowDirection::Unknown,
+            });
+        }
+    }
+}
+
+const PROTO_ICMP: u32 = 1;
+const PROTO_ICMPV6: u32 = 58;
+const ETHERTYPE_IPV4: u32 = 0x0800;
+const ETHERTYPE_IPV6: u32 = 0x86dd;
+
+/// The first value that is set (0 means "not in the record").
+fn first_nonzero<T: Copy + Default + PartialEq, const N: usize>(values: [T; N]) -> T {
+    values
+        .into_iter()
+        .find(|value| *value != T::default())
+        .unwrap_or_default()
+}
+
+/// Overwrites what the frame section may have set only with values the record carries.
+fn set_nonzero<T: Copy + Default + PartialEq>(target: &mut T, value: T) {
+    if value != T::default() {
+        *target = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow_of(record: Record, time_from_flow: bool) -> FlowMessage {
+        let mut flows = Vec::new();
+        record.push_flow(&mut flows, &context(), 1, time_from_flow);
+        flows.pop().unwrap()
+    }
+
+    fn context() -> ExportContext {
+        ExportContext {
+            exporter: [0; 16],
+            observation_domain: 7,
+            sequence_number: 42,
+            export_millis: 1_700_000_000_000,
+            boot_millis: Some(1_699_999_000_000),
+            received: 1_700_000_001,
+        }
+    }
+
+    #[test]
+    fn lengths_that_do_not_suit_a_field_are_skipped() {
+        assert_eq!(Field::for_element(8, 4), Field::SrcAddr);
+        assert_eq!(Field::for_element(8, 16), Field::Skip);
+        assert_eq!(Field::for_element(27, 16), Field::SrcAddr);
+        assert_eq!(Field::for_element(1, 9), Field::Skip);
+        assert_eq!(Field::for_element(1, VARIABLE_LENGTH), Field::Skip);
+        assert_eq!(
+            Field::for_element(315, VARIABLE_LENGTH),
+            Field::DataLinkFrame
+        );
+        assert_eq!(Field::for_element(9999, 4), Field::Skip);
+    }
+
+    #[test]
+    fn little_endian_sampling_values_are_swapped_only_when_absurd() {
+        assert_eq!(read_sampling_value(&[0, 0, 0, 100]), 100);
+        assert_eq!(read_sampling_value(&[100, 0, 0, 0]), 100);
+        assert_eq!(read_sampling_value(&[0xe8, 0x03]), 0xe803);
+        assert_eq!(read_sampling_value(&[0xff, 0xff, 0xff, 0xff]), 0xffff_ffff);
+    }
+
+    #[test]
+    fn packet_interval_and_space_give_the_rate() {
+        let mut record = Record::default();
+        record.set(Field::SamplingPacketInterval, &[0, 0, 0, 1]);
+        record.set(Field::SamplingPacketSpace, &[0, 0, 0, 99]);
+        assert_eq!(record.sampling_rate(), Some(100));
+        record.set(Field::SamplingInterval, &[0, 0, 0, 0]);
+        assert_eq!(
+            record.sampling_rate(),
+            Some(100),
+            "a zero interval is no rate"
+        );
+
+        let mut record = Record::default();
+        record.set(Field::SamplingPacketInterval, &[1]);
+        assert_eq!(record.sampling_rate(), None, "an interval without space");
+        record.set(Field::SamplingSize, &[0, 1]);
+        record.set(Field::SamplingPopulation, &[1, 0]);
+        assert_eq!(record.sampling_rate(), Some(256));
+    }
+
+    #[test]
+    fn times_become_absolute() {
+        let (start, end) = (500_000u32.to_be_bytes(), 2_000_000u32.to_be_bytes());
+        let mut record = Record::default();
+        record.set(Field::StartUptime, &start);
+        record.set(Field::EndDeltaMicros, &end);
+        let flow = flow_of(record, true);
+        assert_eq!(flow.flow_start, 1_699_999_500);
+        assert_eq!(flow.flow_end, 1_699_999_998);
+        assert_eq!(flow.time_received, 1_699_999_998);
+
+        // 2023-11-14T22:13:20.5Z as NTP: seconds since 1900, then half a second.
+        let ntp = (((1_700_000_000u64 + 2_208_988_800) << 32) | 0x8000_0000).to_be_bytes();
+        let end = 1_700_000_010u32.to_be_bytes();
+        let mut record = Record::default();
+        record.set(Field::StartNtp, &ntp);
+        record.set(Field::EndSeconds, &end);
+        let flow = flow_of(record, false);
+        assert_eq!(flow.flow_start, 1_700_000_000);
+        assert_eq!(flow.flow_end, 1_700_000_010);
+        assert_eq!(flow.time_received, 1_700_000_001);
+    }
+
+    #[test]
+    fn uptimes_are_unwrapped_to_the_moment_nearest_the_export() {
+        let export = context().export_millis;
+        let wrap = 1u64 << 32;
+        assert_eq!(nearest_to_export(export - 5000, export), export - 5000);
+        assert_eq!(nearest_to_export(export + 300, export), export + 300);
+        // v9: sysUpTime wrapped 1 s ago, the flow started 5 s before that.
+        assert_eq!(
+            nearest_to_export(export - 1000 + wrap - 5000, export),
+            export - 6000
+        );
+        // IPFIX: an exporter booted 100 days ago, its 32-bit uptime wrapped twice.
+        let boot = export - 100 * 86_400_000;
+        let uptime = (100 * 86_400_000 - 7000) % wrap;
+        assert_eq!(nearest_to_export(boot + uptime, export), export - 7000);
+    }
+
+    #[test]
+    fn fallbacks_apply_only_when_the_main_field_is_absent() {
+        let mut record = Record::default();
+        record.set(Field::TotalBytes, &[0, 9]);
+        record.set(Field::PostBytes, &[0, 5]);
+        record.set(Field::InPhysicalIf, &[0, 3]);
+        record.set(Field::OutIf, &[0, 4]);
+        record.set(Field::OutPhysicalIf, &[0, 8]);
+        record.set(Field::BgpNextHop, &[10, 0, 0, 1]);
+        record.set(Field::Dot1qVlan, &[0, 12]);
+        record.set(Field::MplsLabel(1), &[0x01, 0x23, 0x41]);
+        record.set(Field::MplsLabel(0), &[0x00, 0x01, 0x00]);
+        record.set(Field::IcmpTypeCode, &[3, 1]);
+        record.set(Field::Direction, &[1]);
+        record.set(Field::Dscp, &[46]);
+        let flow = flow_of(record, false);
+        assert_eq!(flow.bytes, 5);
+        assert_eq!((flow.in_if, flow.out_if), (3, 4));
+        assert_eq!(
+            flow.next_hop,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1]
+        );
+        assert_eq!(flow.src_vlan, 12);
+        assert_eq!(flow.mpls_labels, [16, 0x1234]);
+        assert_eq!((flow.icmp_type, flow.icmp_code), (3, 1));
+        assert_eq!(flow.flow_direction(), FlowDirection::Egress);
+        assert_eq!(flow.ip_tos, 184, "expedited forwarding");
+        assert_eq!(flow.flow_start, 0, "no time in the record");
+    }
+
+    #[test]
+    fn icmp_type_and_code_come_from_the_destination_port_without_icmp_fields() {
+        let mut record = Record::default();
+        record.set(Field::Proto, &[58]);
+        record.set(Field::DstPort, &[129, 0]);
+        let flow = flow_of(record, false);
+        assert_eq!((flow.icmp_type, flow.icmp_code), (129, 0));
+
+        let mut record = Record::default();
+        record.set(Field::Proto, &[1]);
+        record.set(Field::DstPort, &[8, 0]);
+        record.set(Field::IcmpType, &[3]);
+        record.set(Field::IcmpCode, &[13]);
+        let flow = flow_of(record, false);
+        assert_eq!((flow.icmp_type, flow.icmp_code), (3, 13));
+    }
+}

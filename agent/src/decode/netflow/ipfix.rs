@@ -1,0 +1,156 @@
+//! IPFIX (RFC 7011): a 16-bit message header, then sets: templates (id 2),
+//! options templates (id 3) and data (id ≥ 256). Field specifiers may carry an
+//! enterprise number; a template record with no fields withdraws templates.
+
+use super::data::decode_data_set;
+use super::fields::ExportContext;
+use super::template::{FieldSpec, MAX_TEMPLATE_FIELDS, Template, TemplateKey, TemplateKind};
+use super::{NetflowError, Output, Sets, State, exporter_octets, exporter_of, read_u16, read_u32};
+use crate::decode::Datagram;
+
+const HEADER_LENGTH: usize = 16;
+const TEMPLATE_SET: u16 = 2;
+const OPTIONS_TEMPLATE_SET: u16 = 3;
+const FIRST_DATA_SET: u16 = 256;
+const ENTERPRISE_BIT: u16 = 0x8000;
+
+pub(super) fn decode(
+    state: &mut State,
+    datagram: &Datagram,
+    output: &mut Output,
+) -> Result<(), NetflowError> {
+    let payload = datagram.payload;
+    let header = payload
+        .get(..HEADER_LENGTH)
+        .ok_or(NetflowError::Truncated("header"))?;
+    let length = usize::from(read_u16(header, 2).unwrap_or_default());
+    if length < HEADER_LENGTH {
+        return Err(NetflowError::BadLength("message shorter than its header"));
+    }
+    let body = payload
+        .get(HEADER_LENGTH..length)
+        .ok_or(NetflowError::BadLength("message beyond the datagram"))?;
+    let field = |offset| read_u32(header, offset).unwrap_or_default();
+    let (export_time, sequence, domain) = (field(4), field(8), field(12));
+    let exporter = exporter_of(datagram);
+    let context = ExportContext {
+        exporter: exporter_octets(exporter),
+        observation_domain: domain,
+        sequence_number: sequence,
+        export_millis: u64::from(export_time) * 1000,
+        // From systemInitTimeMilliseconds, in options or in the record.
+        boot_millis: None,
+        received: datagram.received,
+    };
+    let now = datagram.received;
+    let key = |id| TemplateKey {
+        exporter,
+        domain,
+        id,
+    };
+    for set in (Sets { rest: body }) {
+        let (set_id, content) = set?;
+        match set_id {
+            TEMPLATE_SET => read_templates(state, content, TemplateKind::Data, key, now)?,
+            OPTIONS_TEMPLATE_SET => {
+                read_templates(state, content, TemplateKind::Options, key, now)?
+            }
+            FIRST_DATA_SET.. => {
+                decode_data_set(state, key(set_id), content, &context, now, output)?;
+            }
+            _ => {} // reserved
+        }
+    }
+    Ok(())
+}
+
+/// Reads the template records of a template or options template set. Each has
+/// an id and a field count (then, for options, a scope field count); a field
+/// count of 0 withdraws the template, or all of the set's kind when the id is
+/// the set id (RFC 7011 §8.1).
+fn read_templates(
+    state: &mut State,
+    mut content: &[u8],
+    kind: TemplateKind,
+    key: impl Fn(u16) -> TemplateKey,
+    now: u64,
+) -> Result<(), NetflowError> {
+    let header_length = match kind {
+        TemplateKind::Data => 4,
+        TemplateKind::Options => 6,
+    };
+    // Withdrawing all templates scans the cache: once per set is enough.
+    let mut withdrew_all = false;
+    while content.len() >= 4 {
+        let id = read_u16(content, 0).unwrap_or_default();
+        let count = usize::from(read_u16(content, 2).unwrap_or_default());
+        if count == 0 {
+            if !withdrew_all {
+                withdrew_all = withdraw(state, kind, key(id));
+            }
+            content = content.get(4..).unwrap_or_default();
+            continue;
+        }
+        if id < FIRST_DATA_SET {
+            return Err(NetflowError::BadTemplate("template id below 256"));
+        }
+        if count > MAX_TEMPLATE_FIELDS {
+            return Err(NetflowError::BadTemplate("field count"));
+        }
+        if kind == TemplateKind::Options {
+            let scope_count = usize::from(
+                read_u16(content, 4).ok_or(NetflowError::Truncated("options template"))?,
+            );
+            if scope_count == 0 || scope_count > count {
+                return Err(NetflowError::BadTemplate("scope field count"));
+            }
+        }
+        let mut fields = content
+            .get(header_length..)
+            .ok_or(NetflowError::Truncated("template"))?;
+        state.field_specs.clear();
+        for _ in 0..count {
+            let (spec, rest) = read_field_specifier(fields)?;
+            state.field_specs.push(spec);
+            fields = rest;
+        }
+        let template = Template::compile(kind, &state.field_specs)?;
+        state.templates.insert(key(id), template, now)?;
+        content = fields;
+    }
+    Ok(())
+}
+
+/// Reads one field specifier: element id (top bit: an enterprise number
+/// follows), length, enterprise number. Enterprise elements are not interpreted.
+fn read_field_specifier(data: &[u8]) -> Result<(FieldSpec, &[u8]), NetflowError> {
+    let truncated = NetflowError::Truncated("template");
+    let element = read_u16(data, 0).ok_or(truncated.clone())?;
+    let length = read_u16(data, 2).ok_or(truncated.clone())?;
+    let enterprise = element & ENTERPRISE_BIT != 0;
+    let used = if enterprise { 8 } else { 4 };
+    let rest = data.get(used..).ok_or(truncated)?;
+    let spec = FieldSpec {
+        element: element & !ENTERPRISE_BIT,
+        length,
+        standard: !enterprise,
+    };
+    Ok((spec, rest))
+}
+
+/// Forgets one template, or every template of the kind when `key.id` is the
+/// set id (then returns true).
+fn withdraw(state: &mut State, kind: TemplateKind, key: TemplateKey) -> bool {
+    let set_id = match kind {
+        TemplateKind::Data => TEMPLATE_SET,
+        TemplateKind::Options => OPTIONS_TEMPLATE_SET,
+    };
+    if key.id != set_id {
+        state.templates.remove(&key);
+        return false;
+    }
+    state.templates.retain(|cached, template, _| {
+        !(cached.exporter == key.exporter && cached.domain == key.domain && template.kind == kind)
+    });
+    true
+}

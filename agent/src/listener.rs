@@ -1,0 +1,217 @@
+//! UDP listeners: receive, decode, enrich, hand to the producer.
+//!
+//! Each listener binds `workers` sockets to one port with SO_REUSEPORT; the
+//! kernel hashes each exporter to one socket, so one exporter's templates live
+//! in one worker's decoder and no decoder state is shared between threads. A
+//! worker is a plain thread doing blocking `recv_from` with a short timeout (to
+//! notice shutdown): decoding is CPU work, and one thread per socket is what the
+//! kernel's load balancing expects. `recvmmsg` is not used: at the rates a
+//! router's agent sees, one syscall per datagram is not where the time goes,
+//! and it would need `unsafe` or another crate.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flow_proto::FlowMessage;
+use socket2::{Domain, Socket, Type};
+
+use crate::config::{ListenerConfig, ListenerProtocol};
+use crate::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Protocol};
+use crate::enrich::Enricher;
+use crate::metrics::Metrics;
+use crate::producer::Intake;
+
+/// How often a blocked receive wakes up to check for shutdown.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+/// How often a worker drops decoder state its exporters stopped refreshing.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source}")]
+pub struct ListenerError {
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
+/// What every worker shares.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub enricher: Arc<Enricher>,
+    pub intake: Intake,
+    pub metrics: Arc<Metrics>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A bound listener and its worker threads.
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound address (the port is the kernel's choice when 0 was asked).
+    pub address: SocketAddr,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Binds the sockets and starts one worker per socket.
+    pub fn start(config: &ListenerConfig, pipeline: &Pipeline) -> Result<Listener, ListenerError> {
+        let fail = |source| ListenerError {
+            address: config.address,
+            source,
+        };
+        let first = bind(config.address, config.receive_buffer_bytes).map_err(fail)?;
+        // With port 0, the others must join the port the kernel gave the first.
+        let address = first.local_addr().map_err(fail)?;
+        let mut sockets = vec![first];
+        for _ in 1..config.workers {
+            sockets.push(bind(address, config.receive_buffer_bytes).map_err(fail)?);
+        }
+        let mut workers = Vec::with_capacity(sockets.len());
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let worker = Worker {
+                socket,
+                accepts: config.protocol,
+                options: config.decode_options(),
+                decoder: Decoder::default(),
+                pipeline: pipeline.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("udp-{}-{index}", address.port()))
+                .spawn(move || worker.run())
+                .map_err(fail)?;
+            workers.push(thread);
+        }
+        Ok(Listener { address, workers })
+    }
+
+    /// Waits for the workers, once the shared stop flag is set.
+    pub fn join(self) {
+        for worker in self.workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// One SO_REUSEPORT UDP socket with the asked receive buffer.
+fn bind(address: SocketAddr, receive_buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.set_recv_buffer_size(receive_buffer_bytes)?;
+    // Linux reports twice what it grants, capped by net.core.rmem_max.
+    let granted = socket.recv_buffer_size()? / 2;
+    if granted < receive_buffer_bytes {
+        eprintln!(
+            "flow-agent: {address}: receive buffer is {granted} bytes, not {receive_buffer_bytes} \
+             (raise net.core.rmem_max)"
+        );
+    }
+    socket.set_read_timeout(Some(STOP_CHECK))?;
+    socket.bind(&address.into())?;
+    Ok(socket.into())
+}
+
+/// One socket's receive-decode-enrich loop.
+struct Worker {
+    socket: UdpSocket,
+    accepts: ListenerProtocol,
+    options: DecodeOptions,
+    decoder: Decoder,
+    pipeline: Pipeline,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut buffer = vec![0u8; MAX_DATAGRAM];
+        let mut last_expiry = Instant::now();
+        while !self.pipeline.stop.load(Ordering::Acquire) {
+            match self.socket.recv_from(&mut buffer) {
+                Ok((len, source)) => {
+                    let payload = buffer.get(..len).unwrap_or_default();
+                    self.handle(payload, source);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    self.pipeline.metrics.receive_error();
+                    eprintln!("flow-agent: receive error: {e}");
+                }
+            }
+            if last_expiry.elapsed() >= EXPIRE_EVERY {
+                self.decoder.expire(unix_seconds());
+                last_expiry = Instant::now();
+            }
+        }
+    }
+
+    /// Decodes one datagram; flows decoded before an error still go on.
+    fn handle(&mut self, payload: &[u8], source: SocketAddr) {
+        let metrics = &self.pipeline.metrics;
+        if !self.accepts_payload(payload) {
+            metrics.decode_error("unknown", "unexpected-protocol");
+            return;
+        }
+        let mut options = self.options;
+        if let Some(rate) = self.pipeline.enricher.default_sampling_rate(source.ip()) {
+            options.default_sampling_rate = rate;
+        }
+        let datagram = Datagram {
+            source,
+            received: unix_seconds(),
+            payload,
+        };
+        let mut flows: Vec<FlowMessage> = Vec::new();
+        let mut counters = DecodeCounters::default();
+        let result = self
+            .decoder
+            .decode(&datagram, None, &options, &mut flows, &mut counters);
+        metrics.add_decode_counters(&counters);
+        let protocol = match &result {
+            Ok(protocol) => Some(*protocol),
+            Err(e) => {
+                let protocol = e.protocol();
+                metrics.decode_error(protocol.map_or("unknown", |p| p.as_str()), e.kind());
+                protocol
+            }
+        };
+        if let Some(protocol) = protocol {
+            metrics.datagram_received(source.ip(), protocol, flows.len());
+        }
+        if flows.is_empty() {
+            return;
+        }
+        for flow in &mut flows {
+            self.pipeline.enricher.enrich(flow);
+        }
+        self.pipeline.intake.submit(flows);
+    }
+
+    fn accepts_payload(&self, payload: &[u8]) -> bool {
+        matches!(
+            (self.accepts, Protocol::detect(payload)),
+            (ListenerProtocol::Auto, _)
+                | (ListenerProtocol::Sflow, Some(Protocol::Sflow))
+                | (
+                    ListenerProtocol::Netflow,
+                    Some(Protocol::NetflowV5 | Protocol::NetflowV9 | Protocol::Ipfix)
+                )
+        )
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,658 @@
+//! From decoded flows to Kafka: a bounded intake, per-partition batches, and an
+//! rskafka producer that survives the broker going away.
+//!
+//! The bound covers every flow between decoding and Kafka's acknowledgement:
+//! queued in the channel, batched, or in a produce request. [`Intake::submit`]
+//! admits flows while the total stays under it and drops the newest beyond:
+//! the check is one atomic add at the listener, costs nothing under load, and
+//! what was admitted first (older flows, already batched) is never thrown away
+//! for what comes later.
+//!
+//! The [`Producer`] task assigns each flow a partition by a hash of its exporter
+//! address (one exporter's flows stay together and in order), packs flows into
+//! Kafka records of up to `max_flows_per_message` flows or `max_message_bytes`
+//! bytes, and produces a partition's records when they reach `max_batch_bytes`
+//! or have waited `linger_ms`. A produce call is bounded by `produce_timeout_ms`
+//! (a frozen broker never answers); after any failure the client is dropped and
+//! rebuilt, which re-reads the metadata, and the same records are produced again
+//! after a backoff. Delivery is therefore at-least-once: a request that timed
+//! out may have been written.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flow_proto::FlowMessage;
+use rskafka::BackoffConfig;
+use rskafka::chrono::{DateTime, Utc};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
+use rskafka::record::Record;
+use tokio::sync::mpsc;
+
+use crate::config::{self, KafkaConfig, SaslMechanism};
+use crate::metrics::{DropReason, Metrics};
+
+/// Why producing failed; each leads to a reconnection after a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rskafka::client::error::Error),
+    #[error("no answer from Kafka within {0:?}")]
+    Timeout(Duration),
+    #[error("topic {0} does not exist (yet)")]
+    TopicMissing(String),
+}
+
+/// Creates the two ends: [`Intake`] for the listeners, [`Producer`] for the async runtime.
+pub fn channel(
+    config: &KafkaConfig,
+    max_flows: usize,
+    metrics: Arc<Metrics>,
+) -> (Intake, Producer) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let held = Arc::new(AtomicUsize::new(0));
+    let intake = Intake {
+        sender,
+        held: Arc::clone(&held),
+        bound: max_flows,
+        metrics: Arc::clone(&metrics),
+    };
+    let producer = Producer {
+        config: config.clone(),
+        topic: config.topic(),
+        receiver,
+        held,
+        metrics,
+        connection: None,
+        batches: BTreeMap::new(),
+        outage_logged: false,
+    };
+    (intake, producer)
+}
+
+/// The listeners' end: admits flows up to the bound, counts the rest as dropped.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    sender: mpsc::UnboundedSender<Vec<FlowMessage>>,
+    held: Arc<AtomicUsize>,
+    bound: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Intake {
+    /// Hands flows to the producer, keeping the first ones that fit under the
+    /// bound and dropping (and counting) the others.
+    pub fn submit(&self, mut flows: Vec<FlowMessage>) {
+        let wanted = flows.len();
+        let mut admitted = 0;
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                admitted = wanted.min(self.bound.saturating_sub(held));
+                Some(held + admitted)
+            });
+        self.metrics
+            .flows_dropped(DropReason::BufferFull, wanted - admitted);
+        if admitted == 0 {
+            return;
+        }
+        flows.truncate(admitted);
+        if self.sender.send(flows).is_err() {
+            // The producer has finished: shutdown is under way.
+            self.held.fetch_sub(admitted, Ordering::AcqRel);
+            self.metrics.flows_dropped(DropReason::Shutdown, admitted);
+        }
+        self.metrics
+            .set_flows_held(self.held.load(Ordering::Acquire));
+    }
+}
+
+/// One Kafka record's worth of flows, encoded.
+#[derive(Debug)]
+struct SealedRecord {
+    record: Record,
+    flows: usize,
+    bytes: usize,
+}
+
+/// The records waiting for one partition: sealed records, then the one being filled.
+#[derive(Debug)]
+struct PartitionBatch {
+    sealed: VecDeque<SealedRecord>,
+    current: Vec<u8>,
+    current_flows: usize,
+    bytes: usize,
+    since: Instant,
+}
+
+impl PartitionBatch {
+    fn new() -> Self {
+        PartitionBatch {
+            sealed: VecDeque::new(),
+            current: Vec::new(),
+            current_flows: 0,
+            bytes: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Appends one flow of `len` encoded bytes, starting a new record when the
+    /// current one would pass either limit.
+    fn add(&mut self, flow: &FlowMessage, len: usize, config: &KafkaConfig) {
+        if self.current_flows >= config.max_flows_per_message
+            || self.current.len() + len > config.max_message_bytes
+        {
+            self.seal();
+        }
+        flow_proto::encode_batch([flow], &mut self.current);
+        self.current_flows += 1;
+        self.bytes += len;
+    }
+
+    fn seal(&mut self) {
+        if self.current_flows == 0 {
+            return;
+        }
+        let value = std::mem::take(&mut self.current);
+        self.sealed.push_back(SealedRecord {
+            bytes: value.len(),
+            flows: std::mem::take(&mut self.current_flows),
+            record: Record {
+                key: None,
+                value: Some(value),
+                headers: BTreeMap::new(),
+                timestamp: now_utc(),
+            },
+        });
+    }
+
+    fn flows(&self) -> usize {
+        self.sealed.iter().map(|r| r.flows).sum::<usize>() + self.current_flows
+    }
+
+    /// Moves another batch's records behind this one's (the partition count changed).
+    fn absorb(&mut self, mut other: PartitionBatch) {
+        self.seal();
+        other.seal();
+        self.sealed.append(&mut other.sealed);
+        self.bytes += other.bytes;
+        self.since = self.since.min(other.since);
+    }
+
+    /// How many leading sealed records fit in one produce request (at least one).
+    fn request_len(&self, max_batch_bytes: usize) -> usize {
+        let mut total = 0;
+        let count = self
+            .sealed
+            .iter()
+            .take_while(|r| {
+                total += r.bytes;
+                total <= max_batch_bytes
+            })
+            .count();
+        count.max(1).min(self.sealed.len())
+    }
+}
+
+/// A live client: the partition clients of the topic, in partition order.
+#[derive(Debug)]
+struct Connection {
+    partitions: Vec<Arc<PartitionClient>>,
+}
+
+impl Connection {
+    /// Connects, reads the topic's metadata and opens one client per partition.
+    async fn open(config: &KafkaConfig, topic: &str) -> Result<Connection, ProduceError> {
+        let mut builder = ClientBuilder::new(config.brokers.clone())
+            .client_id(config.client_id.clone())
+            .backoff_config(BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+                deadline: Some(config.produce_timeout()),
+            });
+        if let Some(sasl) = &config.sasl {
+            let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
+            builder = builder.sasl_config(match sasl.mechanism {
+                SaslMechanism::Plain => SaslConfig::Plain(credentials),
+                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+            });
+        }
+        let client = builder.build().await?;
+        // Listing every topic (rather than asking for ours) keeps a broker that
+        // auto-creates topics on Metadata from creating it with its defaults.
+        let ids = client
+            .list_topics()
+            .await?
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions)
+            .filter(|partitions| !partitions.is_empty())
+            .ok_or_else(|| ProduceError::TopicMissing(topic.to_owned()))?;
+        let mut partitions = Vec::with_capacity(ids.len());
+        for id in ids {
+            let partition = client
+                .partition_client(topic.to_owned(), id, UnknownTopicHandling::Retry)
+                .await?;
+            partitions.push(Arc::new(partition));
+        }
+        Ok(Connection { partitions })
+    }
+}
+
+/// Exponential backoff between reconnection attempts.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    fn new(max: Duration) -> Self {
+        Backoff {
+            next: Self::FIRST,
+            max,
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// The async end: batches, produces, reconnects. See the module documentation.
+#[derive(Debug)]
+pub struct Producer {
+    config: KafkaConfig,
+    topic: String,
+    receiver: mpsc::UnboundedReceiver<Vec<FlowMessage>>,
+    held: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    connection: Option<Connection>,
+    /// By partition index (position in `Connection::partitions`).
+    batches: BTreeMap<usize, PartitionBatch>,
+    /// Whether the current outage was logged (one line per outage, not per retry).
+    outage_logged: bool,
+}
+
+impl Producer {
+    /// Produces until `shutdown` resolves or every [`Intake`] is dropped, then
+    /// spends up to `flush_deadline` producing what it holds; what is left is
+    /// counted as dropped.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>, flush_deadline: Duration) {
+        tokio::select! {
+            () = self.serve() => {}
+            () = shutdown => {}
+        }
+        self.receiver.close();
+        if tokio::time::timeout(flush_deadline, self.flush_all())
+            .await
+            .is_err()
+        {
+            let left = self.held.swap(0, Ordering::AcqRel);
+            eprintln!("flow-agent: shutdown deadline passed, dropping {left} flows");
+            self.metrics.flows_dropped(DropReason::Shutdown, left);
+            self.metrics.set_flows_held(0);
+        }
+    }
+
+    /// The steady state. Cancel-safe: a batch leaves only once Kafka acknowledged it.
+    async fn serve(&mut self) {
+        let mut backoff = Backoff::new(self.config.max_backoff());
+        loop {
+            if let Err(e) = self.ensure_connected().await {
+                self.failed(&e);
+                backoff.wait().await;
+                continue;
+            }
+            if let Some(partition) = self.due_partition() {
+                match self.produce(partition).await {
+                    Ok(()) => backoff.reset(),
+                    Err(e) => {
+                        self.failed(&e);
+                        backoff.wait().await;
+                    }
+                }
+                continue;
+            }
+            let linger_end = self
+                .batches
+                .values()
+                .map(|b| b.since + self.config.linger())
+                .min();
+            tokio::select! {
+                received = self.receiver.recv() => match received {
+                    Some(flows) => self.add(flows),
+                    None => return,
+                },
+                () = sleep_until(linger_end) => {}
+            }
+        }
+    }
+
+    /// Takes in everything queued and produces every batch, ignoring linger.
+    async fn flush_all(&mut self) {
+        let mut backoff = Backoff::new(self.config.max_backoff());
+        loop {
+            let result = match self.ensure_connected().await {
+                Ok(()) => {
+                    while let Ok(flows) = self.receiver.try_recv() {
+                        self.add(flows);
+                    }
+                    let Some(&partition) = self.batches.keys().next() else {
+                        return;
+                    };
+                    self.produce(partition).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                self.failed(&e);
+                backoff.wait().await;
+            }
+        }
+    }
+
+    /// Drops the connection; logs the first failure of an outage only.
+    fn failed(&mut self, error: &ProduceError) {
+        let was_connected = self.connection.take().is_some();
+        if was_connected || !self.outage_logged {
+            eprintln!("flow-agent: Kafka: {error}; retrying with backoff");
+            self.outage_logged = true;
+        }
+        self.metrics.kafka_unreachable();
+    }
+
+    async fn ensure_connected(&mut self) -> Result<(), ProduceError> {
+        if self.connection.is_some() {
+            return Ok(());
+        }
+        let limit = self.config.produce_timeout();
+        let connection = tokio::time::timeout(limit, Connection::open(&self.config, &self.topic))
+            .await
+            .map_err(|_| ProduceError::Timeout(limit))??;
+        self.rebalance(connection.partitions.len());
+        if std::mem::take(&mut self.outage_logged) {
+            eprintln!(
+                "flow-agent: Kafka: connected to {} ({} partitions)",
+                self.topic,
+                connection.partitions.len()
+            );
+        }
+        self.connection = Some(connection);
+        self.metrics.kafka_reachable();
+        Ok(())
+    }
+
+    /// Keeps every batch on a valid partition when the count changed.
+    fn rebalance(&mut self, partitions: usize) {
+        if self.batches.keys().all(|&p| p < partitions) {
+            return;
+        }
+        for (index, batch) in std::mem::take(&mut self.batches) {
+            match self.batches.entry(index % partitions) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(batch);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    slot.get_mut().absorb(batch)
+                }
+            }
+        }
+    }
+
+    /// Adds flows to their partitions' batches. Needs a connection (the partition count).
+    fn add(&mut self, flows: Vec<FlowMessage>) {
+        let partitions = self.connection.as_ref().map_or(1, |c| c.partitions.len());
+        for flow in &flows {
+            let len = flow_proto::encoded_len(flow);
+            if len > self.config.max_message_bytes {
+                self.release(1);
+                self.metrics.flows_dropped(DropReason::TooLarge, 1);
+                continue;
+            }
+            let partition = partition_for(&flow.exporter_address, partitions);
+            self.batches
+                .entry(partition)
+                .or_insert_with(PartitionBatch::new)
+                .add(flow, len, &self.config);
+        }
+    }
+
+    /// A partition whose batch is full or has lingered long enough.
+    fn due_partition(&self) -> Option<usize> {
+        let now = Instant::now();
+        self.batches
+            .iter()
+            .find(|(_, b)| {
+                b.bytes >= self.config.max_batch_bytes || now >= b.since + self.config.linger()
+            })
+            .map(|(&p, _)| p)
+    }
+
+    /// Produces the leading records of one partition's batch (up to `max_batch_bytes`).
+    async fn produce(&mut self, partition: usize) -> Result<(), ProduceError> {
+        let client = self
+            .connection
+            .as_ref()
+            .and_then(|c| c.partitions.get(partition))
+            .map(Arc::clone)
+            .ok_or_else(|| ProduceError::TopicMissing(self.topic.clone()))?;
+        let Some(batch) = self.batches.get_mut(&partition) else {
+            return Ok(());
+        };
+        batch.seal();
+        let count = batch.request_len(self.config.max_batch_bytes);
+        let records: Vec<Record> = batch
+            .sealed
+            .iter()
+            .take(count)
+            .map(|r| r.record.clone())
+            .collect();
+        let started = Instant::now();
+        let limit = self.config.produce_timeout();
+        let outcome = tokio::time::timeout(
+            limit,
+            client.produce(records, compression(self.config.compression)),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(_offsets)) => {
+                let done: Vec<SealedRecord> = batch.sealed.drain(..count).collect();
+                let flows = done.iter().map(|r| r.flows).sum();
+                let bytes = done.iter().map(|r| r.bytes).sum();
+                batch.bytes -= bytes;
+                if batch.flows() == 0 {
+                    self.batches.remove(&partition);
+                }
+                self.release(flows);
+                self.metrics
+                    .produced(flows, done.len(), bytes, started.elapsed());
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.metrics.produce_error();
+                Err(e.into())
+            }
+            Err(_) => {
+                self.metrics.produce_error();
+                Err(ProduceError::Timeout(limit))
+            }
+        }
+    }
+
+    fn release(&self, flows: usize) {
+        let held = self.held.fetch_sub(flows, Ordering::AcqRel) - flows;
+        self.metrics.set_flows_held(held);
+    }
+}
+
+/// The record timestamp: the time the record was closed.
+fn now_utc() -> DateTime<Utc> {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let millis = i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX);
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The partition of an exporter's flows: FNV-1a of its address, so it is stable
+/// across restarts and agents, finished with SplitMix64's mixer because FNV's
+/// low bits (what the modulo keeps) vary little between close addresses.
+fn partition_for(exporter_address: &[u8], partitions: usize) -> usize {
+    let fnv = exporter_address
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let mut hash = fnv;
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^= hash >> 31;
+    (hash % partitions.max(1) as u64) as usize
+}
+
+fn compression(compression: config::Compression) -> Compression {
+    match compression {
+        config::Compression::None => Compression::NoCompression,
+        config::Compression::Gzip => Compression::Gzip,
+        config::Compression::Lz4 => Compression::Lz4,
+        config::Compression::Zstd => Compression::Zstd,
+        config::Compression::Snappy => Compression::Snappy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::decode::address_bytes;
+
+    fn kafka_config(extra: &str) -> KafkaConfig {
+        let text = format!("[kafka]\nbrokers = [\"127.0.0.1:1\"]\n{extra}");
+        Config::parse(&text).unwrap_or_else(|e| panic!("{e}")).kafka
+    }
+
+    fn flow(exporter: u8, port: u32) -> FlowMessage {
+        FlowMessage {
+            exporter_address: vec![exporter; 16],
+            src_port: port,
+            bytes: 1500,
+            packets: 1,
+            ..FlowMessage::default()
+        }
+    }
+
+    #[test]
+    fn intake_admits_up_to_the_bound_and_counts_the_rest() {
+        let metrics = Arc::new(Metrics::default());
+        let (intake, mut producer) = channel(&kafka_config(""), 10, Arc::clone(&metrics));
+        intake.submit((0..6).map(|i| flow(1, i)).collect());
+        intake.submit((0..6).map(|i| flow(1, i)).collect());
+        intake.submit(vec![flow(1, 99)]);
+        assert_eq!(metrics.total_dropped(), 3);
+        let first = producer.receiver.try_recv().map(|f| f.len());
+        let second = producer.receiver.try_recv().map(|f| f.len());
+        assert_eq!(
+            (first, second),
+            (Ok(6), Ok(4)),
+            "the newest flows are the ones dropped"
+        );
+        assert!(producer.receiver.try_recv().is_err());
+        producer.release(10);
+        intake.submit(vec![flow(1, 100)]);
+        assert_eq!(producer.receiver.try_recv().map(|f| f[0].src_port), Ok(100));
+    }
+
+    #[test]
+    fn records_respect_flow_and_byte_limits() {
+        let config = kafka_config("max_flows_per_message = 3\nmax_message_bytes = 1000\n");
+        let mut batch = PartitionBatch::new();
+        let flows: Vec<FlowMessage> = (0..10).map(|i| flow(1, i)).collect();
+        for f in &flows {
+            batch.add(f, flow_proto::encoded_len(f), &config);
+        }
+        batch.seal();
+        let sizes: Vec<usize> = batch.sealed.iter().map(|r| r.flows).collect();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        let decoded: Vec<FlowMessage> = batch
+            .sealed
+            .iter()
+            .flat_map(|r| {
+                let value = r.record.value.as_deref().unwrap_or_default();
+                flow_proto::decode_batch::<FlowMessage>(value).unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        assert_eq!(decoded, flows);
+
+        let small = kafka_config("max_message_bytes = 60\nmax_batch_bytes = 130\n");
+        let mut batch = PartitionBatch::new();
+        for f in &flows {
+            batch.add(f, flow_proto::encoded_len(f), &small);
+        }
+        batch.seal();
+        assert!(batch.sealed.iter().all(|r| r.bytes <= 60));
+        let per_request = batch.request_len(130);
+        let request_bytes: usize = batch.sealed.iter().take(per_request).map(|r| r.bytes).sum();
+        assert!(
+            per_request >= 1 && request_bytes <= 130,
+            "{per_request} records, {request_bytes} bytes"
+        );
+        assert_eq!(batch.flows(), 10);
+    }
+
+    #[test]
+    fn one_exporter_maps_to_one_partition() {
+        let address = [10u8; 16];
+        let first = partition_for(&address, 8);
+        assert!((0..100).all(|_| partition_for(&address, 8) == first));
+        let used: std::collections::BTreeSet<usize> = (1..=32u8)
+            .map(|b| partition_for(&address_bytes([192, 0, 2, b].into()), 8))
+            .collect();
+        assert_eq!(used.len(), 8, "exporters spread over every partition");
+    }
+
+    #[test]
+    fn rebalancing_keeps_every_flow() {
+        let config = kafka_config("");
+        let metrics = Arc::new(Metrics::default());
+        let (_intake, mut producer) = channel(&config, 100, metrics);
+        for partition in 0..4 {
+            let mut batch = PartitionBatch::new();
+            batch.add(
+                &flow(1, partition),
+                flow_proto::encoded_len(&flow(1, partition)),
+                &config,
+            );
+            producer.batches.insert(partition as usize, batch);
+        }
+        producer.rebalance(2);
+        assert_eq!(producer.batches.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            producer
+                .batches
+                .values()
+                .map(PartitionBatch::flows)
+                .sum::<usize>(),
+            4
+        );
+    }
+}
