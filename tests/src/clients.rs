@@ -68,7 +68,12 @@ fn protoc(args: &[&str], input: &[u8]) -> Vec<u8> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run protoc (Debian package protobuf-compiler)");
-    child.stdin.take().expect("stdin").write_all(input).expect("feed protoc");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("feed protoc");
     let output = child.wait_with_output().expect("protoc output");
     assert!(
         output.status.success(),
@@ -80,14 +85,23 @@ fn protoc(args: &[&str], input: &[u8]) -> Vec<u8> {
 
 /// Decodes one binary message of `version` to protobuf text format with `protoc --decode`.
 pub fn protoc_decode(version: flow_proto::SchemaVersion, message: &[u8]) -> String {
-    let type_name = format!("flowpipeline.v{}.{}", version.number, version.message_name());
+    let type_name = format!(
+        "flowpipeline.v{}.{}",
+        version.number,
+        version.message_name()
+    );
     let file = version.proto_file_name();
-    String::from_utf8(protoc(&[&format!("--decode={type_name}"), &file], message)).expect("text format")
+    String::from_utf8(protoc(&[&format!("--decode={type_name}"), &file], message))
+        .expect("text format")
 }
 
 /// Encodes protobuf text format back to binary with `protoc --encode`.
 pub fn protoc_encode(version: flow_proto::SchemaVersion, text: &str) -> Vec<u8> {
-    let type_name = format!("flowpipeline.v{}.{}", version.number, version.message_name());
+    let type_name = format!(
+        "flowpipeline.v{}.{}",
+        version.number,
+        version.message_name()
+    );
     let file = version.proto_file_name();
     protoc(&[&format!("--encode={type_name}"), &file], text.as_bytes())
 }
@@ -123,6 +137,9 @@ mod tests {
         let mut batch = vec![2, 1, 2, 0];
         batch.extend([200, 1]);
         batch.extend(&long);
-        assert_eq!(split_length_delimited(&batch), vec![&[1u8, 2][..], &[][..], &long[..]]);
+        assert_eq!(
+            split_length_delimited(&batch),
+            vec![&[1u8, 2][..], &[][..], &long[..]]
+        );
     }
 }

@@ -4,11 +4,13 @@
 //!
 //! - [`services`]: the Kafka-protocol broker (Tansu) and the ClickHouse engine.
 //! - [`clients`]: confluent-kafka (librdkafka) and `protoc`, independent of our code.
+//! - [`traffic`]: realistic flow datagrams, made by real exporters from synthetic traffic.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clients;
 pub mod services;
+pub mod traffic;
 
 use std::path::PathBuf;
 
@@ -16,7 +18,8 @@ use std::path::PathBuf;
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("FLOW_CACHE") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/flow-pipeline"),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/flow-pipeline"),
     }
 }
 

@@ -6,8 +6,8 @@
 //! is killed leaves no process behind.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -167,15 +167,20 @@ impl KafkaBroker {
     fn wait_ready(&mut self) {
         let port = self.port;
         // A Kafka ApiVersions v0 request: size, api key 18, version 0, correlation 1, no client id.
-        wait_until("Kafka broker", &mut self.process, Duration::from_secs(20), || {
-            let request = [0u8, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
-            let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-                return false;
-            };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut size = [0u8; 4];
-            stream.write_all(&request).is_ok() && stream.read_exact(&mut size).is_ok()
-        });
+        wait_until(
+            "Kafka broker",
+            &mut self.process,
+            Duration::from_secs(20),
+            || {
+                let request = [0u8, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+                let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+                    return false;
+                };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut size = [0u8; 4];
+                stream.write_all(&request).is_ok() && stream.read_exact(&mut size).is_ok()
+            },
+        );
     }
 
     /// Kills the broker (memory storage: topics and records are gone).
@@ -259,8 +264,11 @@ impl ClickHouse {
     /// Writes every schema version's `.proto` where the engine looks for it (what init.sh does on a server).
     pub fn write_schemas(&self) {
         for version in flow_proto::VERSIONS {
-            std::fs::write(self.schemas_dir.join(version.proto_file_name()), version.proto_text)
-                .expect("write a .proto into format_schemas");
+            std::fs::write(
+                self.schemas_dir.join(version.proto_file_name()),
+                version.proto_text,
+            )
+            .expect("write a .proto into format_schemas");
         }
     }
 

@@ -4,12 +4,16 @@
 //! ClickHouse's own Protobuf parser reads into the column types the migrations use,
 //! both by `INSERT … FORMAT Protobuf` and through a Kafka-engine table.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use flow_proto::v1::{FlowDirection, InterfaceBoundary};
 use flow_proto::{FlowMessage, SchemaVersion, encode_batch};
-use flow_tests::clients::{consume_with_librdkafka, protoc_decode, protoc_encode, split_length_delimited};
+use flow_tests::clients::{
+    consume_with_librdkafka, protoc_decode, protoc_encode, split_length_delimited,
+};
 use flow_tests::services::{ClickHouse, KafkaBroker};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -37,7 +41,10 @@ fn sample_flows() -> Vec<FlowMessage> {
                     Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x53).into(),
                 )
             } else {
-                (Ipv4Addr::new(10, 0, 0, n as u8 + 1).into(), Ipv4Addr::new(192, 0, 2, 53).into())
+                (
+                    Ipv4Addr::new(10, 0, 0, n as u8 + 1).into(),
+                    Ipv4Addr::new(192, 0, 2, 53).into(),
+                )
             };
             FlowMessage {
                 time_received: 1_790_000_000 + u64::from(n),
@@ -58,7 +65,11 @@ fn sample_flows() -> Vec<FlowMessage> {
                 in_if_speed: 100_000,
                 out_if_speed: 10_000,
                 in_if_boundary: InterfaceBoundary::External as i32,
-                out_if_boundary: if i % 2 == 0 { InterfaceBoundary::Internal } else { InterfaceBoundary::Undefined } as i32,
+                out_if_boundary: if i % 2 == 0 {
+                    InterfaceBoundary::Internal
+                } else {
+                    InterfaceBoundary::Undefined
+                } as i32,
                 in_if_provider: "cogent".into(),
                 out_if_provider: String::new(),
                 in_if_connectivity: "transit".into(),
@@ -71,7 +82,11 @@ fn sample_flows() -> Vec<FlowMessage> {
                 dst_net_mask: if v6 { 48 } else { 32 },
                 src_as: 64_500 + n,
                 dst_as: 15_169,
-                next_hop: if i % 4 == 3 { Vec::new() } else { address(Ipv4Addr::new(203, 0, 113, 1).into()) },
+                next_hop: if i % 4 == 3 {
+                    Vec::new()
+                } else {
+                    address(Ipv4Addr::new(203, 0, 113, 1).into())
+                },
                 etype: if v6 { 0x86dd } else { 0x0800 },
                 proto: if i % 2 == 0 { 6 } else { 17 },
                 ip_tos: 0xb8,
@@ -87,7 +102,11 @@ fn sample_flows() -> Vec<FlowMessage> {
                 dst_mac: 0x00aa_bbcc_ddee,
                 mpls_labels: (0..i % 3).map(|k| 16_000 + k as u32).collect(),
                 forwarding_status: 64,
-                flow_direction: if i % 2 == 0 { FlowDirection::Ingress } else { FlowDirection::Egress } as i32,
+                flow_direction: if i % 2 == 0 {
+                    FlowDirection::Ingress
+                } else {
+                    FlowDirection::Egress
+                } as i32,
             }
         })
         .collect()
@@ -108,11 +127,21 @@ fn ip_text(bytes: &[u8]) -> Value {
 }
 
 fn boundary_name(value: i32) -> Value {
-    json!(InterfaceBoundary::try_from(value).unwrap().as_str_name().to_lowercase())
+    json!(
+        InterfaceBoundary::try_from(value)
+            .unwrap()
+            .as_str_name()
+            .to_lowercase()
+    )
 }
 
 fn direction_name(value: i32) -> Value {
-    json!(FlowDirection::try_from(value).unwrap().as_str_name().to_lowercase())
+    json!(
+        FlowDirection::try_from(value)
+            .unwrap()
+            .as_str_name()
+            .to_lowercase()
+    )
 }
 
 const BOUNDARY: &str = "Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)";
@@ -134,12 +163,32 @@ macro_rules! column {
 
 fn columns() -> Vec<Column> {
     vec![
-        column!(time_received, "DateTime", "toUnixTimestamp(time_received)", |f| json!(f.time_received)),
-        column!(flow_start, "DateTime", "toUnixTimestamp(flow_start)", |f| json!(f.flow_start)),
-        column!(flow_end, "DateTime", "toUnixTimestamp(flow_end)", |f| json!(f.flow_end)),
+        column!(
+            time_received,
+            "DateTime",
+            "toUnixTimestamp(time_received)",
+            |f| json!(f.time_received)
+        ),
+        column!(
+            flow_start,
+            "DateTime",
+            "toUnixTimestamp(flow_start)",
+            |f| json!(f.flow_start)
+        ),
+        column!(
+            flow_end,
+            "DateTime",
+            "toUnixTimestamp(flow_end)",
+            |f| json!(f.flow_end)
+        ),
         column!(sequence_number, "UInt32"),
         column!(sampling_rate, "UInt64"),
-        column!(exporter_address, "IPv6", "toString(exporter_address)", |f| ip_text(&f.exporter_address)),
+        column!(
+            exporter_address,
+            "IPv6",
+            "toString(exporter_address)",
+            |f| ip_text(&f.exporter_address)
+        ),
         column!(exporter_name, "LowCardinality(String)"),
         column!(exporter_group, "LowCardinality(String)"),
         column!(observation_domain, "UInt32"),
@@ -151,21 +200,34 @@ fn columns() -> Vec<Column> {
         column!(out_if_description, "LowCardinality(String)"),
         column!(in_if_speed, "UInt32"),
         column!(out_if_speed, "UInt32"),
-        column!(in_if_boundary, BOUNDARY, "toString(in_if_boundary)", |f| boundary_name(f.in_if_boundary)),
-        column!(out_if_boundary, BOUNDARY, "toString(out_if_boundary)", |f| boundary_name(f.out_if_boundary)),
+        column!(in_if_boundary, BOUNDARY, "toString(in_if_boundary)", |f| {
+            boundary_name(f.in_if_boundary)
+        }),
+        column!(
+            out_if_boundary,
+            BOUNDARY,
+            "toString(out_if_boundary)",
+            |f| boundary_name(f.out_if_boundary)
+        ),
         column!(in_if_provider, "LowCardinality(String)"),
         column!(out_if_provider, "LowCardinality(String)"),
         column!(in_if_connectivity, "LowCardinality(String)"),
         column!(out_if_connectivity, "LowCardinality(String)"),
         column!(bytes, "UInt64"),
         column!(packets, "UInt64"),
-        column!(src_addr, "IPv6", "toString(src_addr)", |f| ip_text(&f.src_addr)),
-        column!(dst_addr, "IPv6", "toString(dst_addr)", |f| ip_text(&f.dst_addr)),
+        column!(src_addr, "IPv6", "toString(src_addr)", |f| ip_text(
+            &f.src_addr
+        )),
+        column!(dst_addr, "IPv6", "toString(dst_addr)", |f| ip_text(
+            &f.dst_addr
+        )),
         column!(src_net_mask, "UInt8"),
         column!(dst_net_mask, "UInt8"),
         column!(src_as, "UInt32"),
         column!(dst_as, "UInt32"),
-        column!(next_hop, "IPv6", "toString(next_hop)", |f| ip_text(&f.next_hop)),
+        column!(next_hop, "IPv6", "toString(next_hop)", |f| ip_text(
+            &f.next_hop
+        )),
         column!(etype, "UInt32"),
         column!(proto, "UInt8"),
         column!(ip_tos, "UInt8"),
@@ -181,7 +243,9 @@ fn columns() -> Vec<Column> {
         column!(dst_mac, "UInt64"),
         column!(mpls_labels, "Array(UInt32)"),
         column!(forwarding_status, "UInt8"),
-        column!(flow_direction, DIRECTION, "toString(flow_direction)", |f| direction_name(f.flow_direction)),
+        column!(flow_direction, DIRECTION, "toString(flow_direction)", |f| {
+            direction_name(f.flow_direction)
+        }),
     ]
 }
 
@@ -203,11 +267,16 @@ async fn assert_table_holds(clickhouse: &ClickHouse, table: &str, flows: &[FlowM
     let mut cursor = clickhouse
         .client()
         .with_setting("output_format_json_quote_64bit_integers", "0")
-        .query(&format!("SELECT {select} FROM {table} ORDER BY sequence_number"))
+        .query(&format!(
+            "SELECT {select} FROM {table} ORDER BY sequence_number"
+        ))
         .fetch_bytes("JSONEachRow")
         .unwrap();
     let text = String::from_utf8(cursor.collect().await.unwrap().to_vec()).unwrap();
-    let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), flows.len(), "rows in {table}");
     for (row, flow) in rows.iter().zip(flows) {
         for column in columns() {
@@ -241,8 +310,18 @@ fn expected_protoc_lines(flow: &FlowMessage) -> Vec<String> {
         format!("src_port: {}", flow.src_port),
         format!("exporter_name: \"{}\"", flow.exporter_name),
         format!("in_if_description: \"{}\"", flow.in_if_description),
-        format!("in_if_boundary: {}", InterfaceBoundary::try_from(flow.in_if_boundary).unwrap().as_str_name()),
-        format!("flow_direction: {}", FlowDirection::try_from(flow.flow_direction).unwrap().as_str_name()),
+        format!(
+            "in_if_boundary: {}",
+            InterfaceBoundary::try_from(flow.in_if_boundary)
+                .unwrap()
+                .as_str_name()
+        ),
+        format!(
+            "flow_direction: {}",
+            FlowDirection::try_from(flow.flow_direction)
+                .unwrap()
+                .as_str_name()
+        ),
     ]
 }
 
@@ -281,14 +360,24 @@ async fn agent_wire_format_schema_and_clickhouse_agree() {
     assert_eq!(values, payloads, "records as librdkafka reads them");
 
     // …and an independent decoder finds every flow, field by field, with nothing unknown.
-    let messages: Vec<&[u8]> = values.iter().flat_map(|v| split_length_delimited(v)).collect();
+    let messages: Vec<&[u8]> = values
+        .iter()
+        .flat_map(|v| split_length_delimited(v))
+        .collect();
     assert_eq!(messages.len(), flows.len());
     for (message, flow) in messages.iter().zip(&flows) {
         let text = protoc_decode(version, message);
         for line in expected_protoc_lines(flow) {
-            assert!(text.lines().any(|l| l == line), "protoc output lacks {line:?}:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "protoc output lacks {line:?}:\n{text}"
+            );
         }
-        assert_eq!(protoc_encode(version, &text), *message, "protoc re-encodes the same bytes:\n{text}");
+        assert_eq!(
+            protoc_encode(version, &text),
+            *message,
+            "protoc re-encodes the same bytes:\n{text}"
+        );
     }
 
     // ClickHouse's own Protobuf parser reads the payloads into the migrations' column types.

@@ -36,7 +36,11 @@ fn main() {
     step("starting the ClickHouse engine");
     let clickhouse = ClickHouse::start();
     clickhouse.write_schemas();
-    println!("    {} (format_schemas: {})", clickhouse.url, clickhouse.schemas_dir.display());
+    println!(
+        "    {} (format_schemas: {})",
+        clickhouse.url,
+        clickhouse.schemas_dir.display()
+    );
     let version = flow_proto::current();
     println!(
         "    schema {version}: topic {}, table {}, kafka_schema '{}'",
