@@ -257,6 +257,18 @@ fn column_definitions() -> String {
         .join(",\n  ")
 }
 
+/// A MergeTree table with the migrations' column types.
+async fn create_merge_tree(client: &clickhouse::Client, table: &str) {
+    client
+        .query(&format!(
+            "CREATE TABLE {table} (\n  {}\n) ENGINE = MergeTree ORDER BY sequence_number",
+            column_definitions()
+        ))
+        .execute()
+        .await
+        .unwrap();
+}
+
 /// Reads a table back in `sequence_number` order and compares every column of every flow.
 async fn assert_table_holds(clickhouse: &ClickHouse, table: &str, flows: &[FlowMessage]) {
     let select = columns()
@@ -383,14 +395,7 @@ async fn agent_wire_format_schema_and_clickhouse_agree() {
     // ClickHouse's own Protobuf parser reads the payloads into the migrations' column types.
     let client = clickhouse.client();
     let kafka_schema = version.clickhouse().kafka_schema;
-    client
-        .query(&format!(
-            "CREATE TABLE smoke_direct (\n  {}\n) ENGINE = MergeTree ORDER BY sequence_number",
-            column_definitions()
-        ))
-        .execute()
-        .await
-        .unwrap();
+    create_merge_tree(&client, "smoke_direct").await;
     for payload in &values {
         let mut insert = client
             .clone()
@@ -415,14 +420,7 @@ async fn assert_kafka_engine_ingests(
     let client = clickhouse.client();
     let names = version.clickhouse();
     let group = format!("smoke-{}", std::process::id());
-    client
-        .query(&format!(
-            "CREATE TABLE smoke_flows (\n  {}\n) ENGINE = MergeTree ORDER BY sequence_number",
-            column_definitions()
-        ))
-        .execute()
-        .await
-        .unwrap();
+    create_merge_tree(&client, "smoke_flows").await;
     client
         .query(&format!(
             "CREATE TABLE {raw} (\n  {columns}\n) ENGINE = Kafka SETTINGS \
