@@ -43,12 +43,11 @@ pub fn encoded_len<M: Message>(message: &M) -> usize {
 pub fn decode_batch<M: Message + Default>(mut buf: &[u8]) -> Result<Vec<M>, FramingError> {
     let mut messages = Vec::new();
     while buf.has_remaining() {
-        let message = M::decode_length_delimited(&mut buf).map_err(|source| {
-            FramingError::Malformed {
+        let message =
+            M::decode_length_delimited(&mut buf).map_err(|source| FramingError::Malformed {
                 index: messages.len(),
                 source,
-            }
-        })?;
+            })?;
         messages.push(message);
     }
     Ok(messages)
@@ -62,7 +61,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn mapped(v4: [u8; 4]) -> Vec<u8> {
-        std::net::Ipv4Addr::from(v4).to_ipv6_mapped().octets().to_vec()
+        std::net::Ipv4Addr::from(v4)
+            .to_ipv6_mapped()
+            .octets()
+            .to_vec()
     }
 
     prop_compose! {

@@ -20,7 +20,9 @@ pub const VERSIONS: &[SchemaVersion] = &[SchemaVersion {
 
 /// The version the agent writes.
 pub fn current() -> SchemaVersion {
-    *VERSIONS.last().expect("VERSIONS lists at least one version")
+    *VERSIONS
+        .last()
+        .expect("VERSIONS lists at least one version")
 }
 
 impl SchemaVersion {

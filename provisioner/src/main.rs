@@ -13,7 +13,10 @@ struct Cli {
 fn main() {
     let cli: Cli = argh::from_env();
     if cli.version {
-        let versions: Vec<String> = flow_proto::VERSIONS.iter().map(ToString::to_string).collect();
+        let versions: Vec<String> = flow_proto::VERSIONS
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         println!(
             "flow-provisioner {} (flow schemas {})",
             env!("CARGO_PKG_VERSION"),
