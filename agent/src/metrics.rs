@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+// portable-atomic: 32-bit MIPS has no native 64-bit atomics; elsewhere this is std's AtomicU64.
+use portable_atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::decode::{DecodeCounters, Protocol};
