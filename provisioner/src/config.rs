@@ -1,16 +1,28 @@
-//! The provisioner's configuration file (TOML). Each section belongs to the
-//! module that uses it; unknown keys are errors, named with their path.
+//! The provisioner's configuration file (TOML). Each section belongs to the module
+//! that uses it; unknown keys are errors, and every error names the key at fault.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+use crate::clickhouse::ClickHouseConfig;
+use crate::http::HttpConfig;
+use crate::kafka::KafkaConfig;
 
-/// Why the configuration could not be used.
+/// The whole configuration file. Every section has defaults, so an empty file
+/// provisions a local single-node setup.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[kafka]`: the brokers and the versioned topic.
+    pub kafka: KafkaConfig,
+    /// `[clickhouse]`: the servers and what the migrations create.
+    pub clickhouse: ClickHouseConfig,
+    /// `[http]`: the endpoints `serve` offers.
+    pub http: HttpConfig,
+}
+
+/// Why the configuration could not be used. The message always names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -21,13 +33,24 @@ pub enum ConfigError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The file is not valid TOML or does not fit the schema; the message names the key.
-    #[error("invalid configuration in {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and where.
-        source: Box<toml::de::Error>,
+    /// The TOML is malformed.
+    #[error("invalid TOML: {0}")]
+    Syntax(String),
+    /// A key is unknown or its value has the wrong type.
+    #[error("key `{key}`: {message}")]
+    Key {
+        /// The key's dotted path.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A value parses but makes no sense.
+    #[error("key `{key}`: {message}")]
+    Invalid {
+        /// The key's dotted path.
+        key: String,
+        /// What is wrong with it.
+        message: String,
     },
 }
 
@@ -38,15 +61,31 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        Config::parse(&text)
     }
 
-    /// Parses configuration text.
-    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
-        toml::from_str(text)
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().message().to_owned();
+            ConfigError::Key { key, message }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "kafka.brokers".into(),
+                message: "at least one broker is needed".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -56,7 +95,20 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Config::parse("no_such_key = 1").unwrap_err();
-        assert!(err.to_string().contains("no_such_key"), "{err}");
+        let err = Config::parse("[kafka]\nno_such_key = 1").unwrap_err();
+        assert!(err.to_string().contains("kafka.no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_local_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.kafka.topic_base, "flows");
+        assert_eq!(config.http.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let err = Config::parse("[kafka]\nbrokers = []").unwrap_err();
+        assert!(err.to_string().contains("kafka.brokers"), "{err}");
     }
 }

@@ -1,1 +1,0 @@
-//! The HTTP endpoints ClickHouse needs: init.sh, the dictionaries' CSV files, the Grafana proxy.
