@@ -37,3 +37,30 @@ pub fn support_dir() -> PathBuf {
 pub fn shared_data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
 }
+
+/// The path of one of the workspace's binaries (`flow-agent`, `flow-provisioner`), built
+/// for this test profile. `cargo test --workspace` builds them; when a single test target
+/// runs alone, this builds the binary first, once per process.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let test_exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = test_exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable sits in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let release = profile_dir.file_name().is_some_and(|p| p == "release");
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        cargo.args(["build", "--quiet", "--bin", name]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+        built.push(name.to_owned());
+    }
+    path
+}

@@ -13,6 +13,61 @@ pub struct KafkaConfig {
     pub brokers: Vec<String>,
     /// The topic base name; the schema version is appended (`flows` → `flows-v1`).
     pub topic_base: String,
+    /// `[kafka.tls]`: TLS to the brokers; absent means plaintext.
+    pub tls: Option<KafkaTls>,
+    /// `[kafka.sasl]`: SASL authentication; absent means none.
+    pub sasl: Option<KafkaSasl>,
+}
+
+/// TLS settings for the brokers, shared by the provisioner's own connection and the
+/// ClickHouse Kafka tables (which must reach the same brokers the same way).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaTls {
+    /// A PEM file of the certificate authorities to trust; the system roots otherwise.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A PEM client certificate, for brokers that require one (with `key_file`).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The PEM private key of `cert_file`.
+    pub key_file: Option<std::path::PathBuf>,
+    /// Accept any certificate (test setups only).
+    pub insecure_skip_verify: bool,
+}
+
+/// SASL settings for the brokers.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: SaslMechanism,
+    /// The user name.
+    pub username: String,
+    /// The password; never printed.
+    pub password: String,
+}
+
+/// The SASL mechanisms the provisioner and ClickHouse both speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    /// Plain user name and password (use with TLS).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// SCRAM with SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// SCRAM with SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl std::fmt::Debug for KafkaSasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -20,6 +75,8 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: vec!["127.0.0.1:9092".into()],
             topic_base: "flows".into(),
+            tls: None,
+            sasl: None,
         }
     }
 }
