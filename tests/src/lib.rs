@@ -5,10 +5,12 @@
 //! - [`services`]: the Kafka-protocol broker (Tansu) and the ClickHouse engine.
 //! - [`clients`]: confluent-kafka (librdkafka) and `protoc`, independent of our code.
 //! - [`traffic`]: realistic flow datagrams, made by real exporters from synthetic traffic.
+//! - [`pipeline`]: the whole pipeline on one machine, for the demo and the end-to-end test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clients;
+pub mod pipeline;
 pub mod services;
 pub mod traffic;
 
@@ -43,12 +45,12 @@ pub fn shared_data_dir() -> PathBuf {
 /// runs alone, this builds the binary first, once per process.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let test_exe = std::env::current_exe().expect("the test executable's path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = test_exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable sits in target/<profile>/deps");
+    let exe = std::env::current_exe().expect("the executable's path");
+    // Tests run from target/<profile>/deps/, the demo from target/<profile>/.
+    let mut profile_dir = exe.parent().expect("the executable's folder");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("target/<profile>");
+    }
     let path = profile_dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {

@@ -114,8 +114,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `ready` every 50 ms until it returns true or `limit` passes.
-fn wait_until(what: &str, process: &mut Process, limit: Duration, mut ready: impl FnMut() -> bool) {
+/// Polls `ready` every 50 ms until it returns true or `limit` passes; panics with the
+/// process's log if it exits or the time runs out.
+pub fn wait_until(
+    what: &str,
+    process: &mut Process,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         process.assert_running();
@@ -283,13 +289,13 @@ impl ClickHouse {
     }
 }
 
-/// A minimal blocking HTTP GET on 127.0.0.1, for readiness checks.
-fn http_get(port: u16, path: &str) -> Option<String> {
+/// A minimal blocking HTTP GET on 127.0.0.1: the body of a 200 answer, or None.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_owned())
 }

@@ -1,76 +1,101 @@
-//! The main job: runs the pipeline locally on embedded defaults and shows what it does.
-//!
-//! For now it starts the real services (Kafka broker, ClickHouse engine), puts the
-//! flow schemas where ClickHouse reads them, and shows the two binaries. With
-//! `--keep` the services stay up until Ctrl-C.
+//! The main job: the whole pipeline on one machine, on embedded defaults, with real
+//! traffic, ending with a top-talkers table from ClickHouse and totals checked
+//! against what was sent. Ctrl-C stops it cleanly at any point; `--keep` leaves the
+//! pipeline running after the table until Ctrl-C.
 
-use std::process::Command;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use flow_tests::services::{ClickHouse, KafkaBroker};
+use flow_tests::pipeline::{Pipeline, TrafficPlan};
 
 fn step(what: &str) {
     println!("==> {what}");
 }
 
-fn show_help(binary: &str) {
-    let path = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(binary)))
-        .filter(|path| path.exists());
-    let Some(path) = path else {
-        println!("    ({binary} not built next to the demo: run `cargo build --workspace --bins`)");
-        return;
-    };
-    let output = Command::new(&path).arg("--help").output();
-    match output {
-        Ok(output) => print!("{}", String::from_utf8_lossy(&output.stdout)),
-        Err(error) => println!("    cannot run {}: {error}", path.display()),
-    }
-}
-
-fn main() {
+fn main() -> ExitCode {
     let keep = std::env::args().any(|arg| arg == "--keep");
-    step("starting the Kafka broker (Tansu, memory storage)");
-    let broker = KafkaBroker::start();
-    println!("    bootstrap {}", broker.bootstrap);
-    step("starting the ClickHouse engine");
-    let clickhouse = ClickHouse::start();
-    clickhouse.write_schemas();
-    println!(
-        "    {} (format_schemas: {})",
-        clickhouse.url,
-        clickhouse.schemas_dir.display()
+    let stop = watch_for_stop_signal();
+    let stopped = || stop.load(Ordering::Relaxed);
+    let mut pipeline = Pipeline::start(&|what| step(what));
+
+    step(
+        "sending traffic: real exporters (softflowd, pmacct) on synthetic and live traffic, and real captures",
     );
-    let version = flow_proto::current();
-    println!(
-        "    schema {version}: topic {}, table {}, kafka_schema '{}'",
-        version.topic("flows"),
-        version.clickhouse().raw_table,
-        version.clickhouse().kafka_schema
-    );
-    step("flow-agent --help");
-    show_help("flow-agent");
-    step("flow-provisioner --help");
-    show_help("flow-provisioner");
-    if keep {
-        step("services up; Ctrl-C stops them");
-        wait_for_stop_signal();
+    let plan = TrafficPlan {
+        synthetic_flows: 5_000,
+        captures: true,
+        live_requests: 40,
+    };
+    let sent = pipeline.send_traffic(plan, &stop, &|what, totals| {
+        println!("    {what}: {totals}");
+    });
+    println!("    sent in all: {sent}");
+
+    step("waiting for ClickHouse to consume the topic through the Kafka table and its view");
+    let stored = pipeline.wait_stored(sent, Duration::from_secs(180), &stop, &|what| {
+        println!("{what}")
+    });
+    if stopped() {
+        step("interrupted: stopping everything");
+        return ExitCode::FAILURE;
     }
-    step("stopping the services");
+
+    step(
+        "top talkers, from ClickHouse (AS and protocol names through the provisioner's dictionaries)",
+    );
+    print!("{}", pipeline.top_talkers(15));
+    println!("    sent:   {sent}");
+    println!("    stored: {stored}");
+    let matched = stored == sent;
+    if matched {
+        step("the stored totals match what was sent");
+    } else {
+        step("MISMATCH between what was sent and what ClickHouse stored");
+        eprintln!("{}", pipeline.logs());
+    }
+    if keep && matched {
+        step(&format!(
+            "the pipeline stays up (ClickHouse {}, Kafka {}, provisioner {}, work dir {}); Ctrl-C stops it",
+            pipeline.clickhouse_url(),
+            pipeline.bootstrap(),
+            pipeline.serve_url,
+            pipeline.dir().display()
+        ));
+        while !stopped() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    step("stopping everything");
+    drop(pipeline);
+    if matched {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_stop_signal() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+/// A flag set by SIGINT or SIGTERM, so that every step can end early and the
+/// pipeline's processes are stopped in order when it is dropped.
+fn watch_for_stop_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        flag.store(true, Ordering::Relaxed);
     });
+    stop
 }
