@@ -56,7 +56,8 @@ pub fn binary(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo.args(["build", "--quiet", "--bin", name]);
+        // Each binary is its package's only one, of the same name.
+        cargo.args(["build", "--quiet", "-p", name, "--bin", name]);
         if release {
             cargo.arg("--release");
         }
