@@ -389,7 +389,7 @@ servers = ["{clickhouse_url}"]
 kafka_group = "pipeline-{pid}"
 
 [clickhouse.kafka_settings]
-kafka_flush_interval_ms = "500"
+kafka_flush_interval_ms = 500
 
 [http]
 listen = "127.0.0.1:{serve_port}"
