@@ -54,6 +54,8 @@ pub fn binary(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut cargo = std::process::Command::new(env!("CARGO"));
+        // From the workspace root: in tests/ only flow-tests' own binaries are known.
+        cargo.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         cargo.args(["build", "--quiet", "--bin", name]);
         if release {
             cargo.arg("--release");
