@@ -485,6 +485,40 @@ fn the_asns_file_is_read_again_when_it_changes() {
 }
 
 #[test]
+fn a_maxmind_mmdb_database_gives_the_as_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("GeoLite2-ASN.mmdb");
+    let mut writer = Command::new("perl")
+        .arg(flow_tests::support_dir().join("write_asn_mmdb.pl"))
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"1.0.0.0/24,13335,CLOUDFLARENET\n8.8.8.0/24,15169,GOOGLE\n\
+              2001:4860::/32,15169,GOOGLE\n2a03:2880::/32,32934,Facebook, Inc.\n",
+        )
+        .unwrap();
+    assert!(
+        writer.wait().unwrap().success(),
+        "MaxMind's writer made the database"
+    );
+    let serve = Serve::start(
+        "",
+        &format!("[dictionaries]\nasns = \"{}\"\n", file.display()),
+    );
+    let answer = curl(&[&serve.url(&format!("{API}/asns.csv"))]);
+    assert_eq!(
+        answer.text(),
+        "asn,name\n13335,CLOUDFLARENET\n15169,GOOGLE\n32934,\"Facebook, Inc.\"\n"
+    );
+}
+
+#[test]
 fn unknown_paths_wrong_methods_and_huge_heads_are_refused_and_counted() {
     let serve = Serve::start("max_header_bytes = 4096\n", "");
     assert_eq!(curl(&[&serve.url("/nope")]).status, 404);
