@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use crate::clickhouse::ClickHouseConfig;
 use crate::http::HttpConfig;
+use crate::http::dictionaries::DictionariesConfig;
+use crate::http::proxy::GrafanaConfig;
 use crate::kafka::KafkaConfig;
 
 /// The whole configuration file. Every section has defaults, so an empty file
@@ -20,6 +22,10 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     /// `[http]`: the endpoints `serve` offers.
     pub http: HttpConfig,
+    /// `[dictionaries]`: where the AS names and the operator's networks come from.
+    pub dictionaries: DictionariesConfig,
+    /// `[grafana]`: the reverse proxy to Grafana.
+    pub grafana: GrafanaConfig,
 }
 
 /// Why the configuration could not be used. The message always names the key.
@@ -85,7 +91,7 @@ impl Config {
                 message: "at least one broker is needed".into(),
             });
         }
-        Ok(())
+        crate::http::validate(self)
     }
 }
 
