@@ -54,7 +54,7 @@ pub fn binary(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo.args(["build", "--quiet", "--bin", name]);
+        cargo.args(["build", "--quiet", "--package", name, "--bin", name]);
         if release {
             cargo.arg("--release");
         }
