@@ -31,19 +31,23 @@ pub(super) async fn apply(
     state: Option<&TopicState>,
 ) -> Result<(), KafkaError> {
     let controller = cluster.controller().await?;
-    let timeout_ms = controller.timeout_ms();
     let mut config_changes = Vec::new();
     for action in &plan.actions {
         match action {
-            Action::Create { .. } => create(controller, topic, action, timeout_ms).await?,
+            Action::Create {
+                partitions,
+                replication_factor,
+                config,
+            } => create(controller, topic, *partitions, *replication_factor, config).await?,
             Action::IncreasePartitions { to, .. } => {
-                increase_partitions(controller, topic, *to, timeout_ms).await?;
+                increase_partitions(controller, topic, *to).await?;
             }
-            Action::Set { .. } | Action::Delete { .. } => config_changes.push(action),
+            Action::Set { .. } | Action::Delete { .. } => {
+                config_changes.push(action);
+                continue;
+            }
         }
-        if !matches!(action, Action::Set { .. } | Action::Delete { .. }) {
-            log(format_args!("topic {topic}: {action}: done"));
-        }
+        log(format_args!("topic {topic}: {action}: done"));
     }
     if !config_changes.is_empty() {
         alter_configs(controller, topic, &config_changes, state).await?;
@@ -54,60 +58,62 @@ pub(super) async fn apply(
     Ok(())
 }
 
-fn name(topic: &str) -> StrBytes {
-    StrBytes::from_string(topic.to_owned())
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_owned())
+}
+
+/// The result for `topic` among a response's `(name, error code, message)` results:
+/// an error when it is missing or failed.
+fn check_result<'a>(
+    controller: &Connection,
+    request: &str,
+    topic: &str,
+    mut results: impl Iterator<Item = (&'a StrBytes, i16, Option<&'a StrBytes>)>,
+) -> Result<(), KafkaError> {
+    let what = format!("{request} {topic}");
+    let (_, code, message) = results
+        .find(|(name, _, _)| name.as_str() == topic)
+        .ok_or_else(|| controller.error(format!("{what}: no result for it")))?;
+    controller.check(what, code, message)
 }
 
 async fn create(
     controller: &mut Connection,
     topic: &str,
-    action: &Action,
-    timeout_ms: i32,
+    partitions: i32,
+    replication_factor: i16,
+    config: &BTreeMap<String, String>,
 ) -> Result<(), KafkaError> {
-    let Action::Create {
-        partitions,
-        replication_factor,
-        config,
-    } = action
-    else {
-        return Ok(());
-    };
     let configs = config
         .iter()
         .map(|(key, value)| {
             CreatableTopicConfig::default()
-                .with_name(StrBytes::from_string(key.clone()))
-                .with_value(Some(StrBytes::from_string(value.clone())))
+                .with_name(text(key))
+                .with_value(Some(text(value)))
         })
         .collect();
     let request = CreateTopicsRequest::default()
         .with_topics(vec![
             CreatableTopic::default()
-                .with_name(TopicName(name(topic)))
-                .with_num_partitions(*partitions)
-                .with_replication_factor(*replication_factor)
+                .with_name(TopicName(text(topic)))
+                .with_num_partitions(partitions)
+                .with_replication_factor(replication_factor)
                 .with_configs(configs),
         ])
-        .with_timeout_ms(timeout_ms)
+        .with_timeout_ms(controller.timeout_ms())
         .with_validate_only(false);
     let (response, _) = controller.call(&request, "CreateTopics").await?;
-    let result = response
+    let results = response
         .topics
         .iter()
-        .find(|t| t.name.0.as_str() == topic)
-        .ok_or_else(|| controller.error(format!("CreateTopics {topic}: no result for it")))?;
-    controller.check(
-        format_args!("CreateTopics {topic}"),
-        result.error_code,
-        result.error_message.as_ref(),
-    )
+        .map(|t| (&t.name.0, t.error_code, t.error_message.as_ref()));
+    check_result(controller, "CreateTopics", topic, results)
 }
 
 async fn increase_partitions(
     controller: &mut Connection,
     topic: &str,
     count: i32,
-    timeout_ms: i32,
 ) -> Result<(), KafkaError> {
     controller.require::<CreatePartitionsRequest>(
         "CreatePartitions",
@@ -116,23 +122,18 @@ async fn increase_partitions(
     let request = CreatePartitionsRequest::default()
         .with_topics(vec![
             CreatePartitionsTopic::default()
-                .with_name(TopicName(name(topic)))
+                .with_name(TopicName(text(topic)))
                 .with_count(count)
                 .with_assignments(None),
         ])
-        .with_timeout_ms(timeout_ms)
+        .with_timeout_ms(controller.timeout_ms())
         .with_validate_only(false);
     let (response, _) = controller.call(&request, "CreatePartitions").await?;
-    let result = response
+    let results = response
         .results
         .iter()
-        .find(|r| r.name.0.as_str() == topic)
-        .ok_or_else(|| controller.error(format!("CreatePartitions {topic}: no result for it")))?;
-    controller.check(
-        format_args!("CreatePartitions {topic}"),
-        result.error_code,
-        result.error_message.as_ref(),
-    )
+        .map(|r| (&r.name.0, r.error_code, r.error_message.as_ref()));
+    check_result(controller, "CreatePartitions", topic, results)
 }
 
 /// The config changes: incremental where the broker offers it, the whole set otherwise.
@@ -142,7 +143,6 @@ async fn alter_configs(
     changes: &[&Action],
     state: Option<&TopicState>,
 ) -> Result<(), KafkaError> {
-    let response_errors: Vec<(i16, Option<StrBytes>)>;
     if controller
         .version::<IncrementalAlterConfigsRequest>()
         .is_some()
@@ -150,86 +150,90 @@ async fn alter_configs(
         let configs = changes
             .iter()
             .filter_map(|action| match action {
-                Action::Set { key, to, .. } => Some((key, SET, Some(to))),
+                Action::Set { key, to, .. } => Some((key, SET, Some(text(to)))),
                 Action::Delete { key, .. } => Some((key, DELETE, None)),
                 _ => None,
             })
             .map(|(key, operation, value)| {
                 incremental_alter_configs_request::AlterableConfig::default()
-                    .with_name(StrBytes::from_string(key.clone()))
+                    .with_name(text(key))
                     .with_config_operation(operation)
-                    .with_value(value.map(|v| StrBytes::from_string(v.clone())))
+                    .with_value(value)
             })
             .collect();
         let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
             incremental_alter_configs_request::AlterConfigsResource::default()
                 .with_resource_type(TOPIC_RESOURCE)
-                .with_resource_name(name(topic))
+                .with_resource_name(text(topic))
                 .with_configs(configs),
         ]);
         let (response, _) = controller.call(&request, "IncrementalAlterConfigs").await?;
-        response_errors = response
+        let results = response
             .responses
-            .into_iter()
-            .map(|r| (r.error_code, r.error_message))
-            .collect();
-    } else {
-        controller.require::<AlterConfigsRequest>(
-            "IncrementalAlterConfigs or AlterConfigs",
-            "change the topic's config entries",
-        )?;
-        let whole_set = overrides_after(state, changes);
-        log(format_args!(
-            "topic {topic}: the broker lacks IncrementalAlterConfigs: AlterConfigs with the \
-             whole set of overrides ({})",
-            whole_set.keys().cloned().collect::<Vec<_>>().join(", ")
-        ));
-        let configs = whole_set
-            .into_iter()
-            .map(|(key, value)| {
-                alter_configs_request::AlterableConfig::default()
-                    .with_name(StrBytes::from_string(key))
-                    .with_value(Some(StrBytes::from_string(value)))
-            })
-            .collect();
-        let request = AlterConfigsRequest::default().with_resources(vec![
-            alter_configs_request::AlterConfigsResource::default()
-                .with_resource_type(TOPIC_RESOURCE)
-                .with_resource_name(name(topic))
-                .with_configs(configs),
-        ]);
-        let (response, _) = controller.call(&request, "AlterConfigs").await?;
-        response_errors = response
-            .responses
-            .into_iter()
-            .map(|r| (r.error_code, r.error_message))
-            .collect();
+            .iter()
+            .map(|r| (&r.resource_name, r.error_code, r.error_message.as_ref()));
+        return check_result(controller, "IncrementalAlterConfigs", topic, results);
     }
-    if response_errors.is_empty() {
-        return Err(controller.error(format!("altering {topic}'s config: no result for it")));
-    }
-    for (code, message) in response_errors {
-        controller.check(
-            format_args!("altering {topic}'s config"),
-            code,
-            message.as_ref(),
-        )?;
-    }
-    Ok(())
+    controller.require::<AlterConfigsRequest>(
+        "IncrementalAlterConfigs or AlterConfigs",
+        "change the topic's config entries",
+    )?;
+    let whole_set = overrides_after(state, changes).map_err(|e| controller.error(e))?;
+    log(format_args!(
+        "topic {topic}: the broker lacks IncrementalAlterConfigs: AlterConfigs with the \
+         whole set of overrides ({})",
+        whole_set.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
+    let configs = whole_set
+        .iter()
+        .map(|(key, value)| {
+            alter_configs_request::AlterableConfig::default()
+                .with_name(text(key))
+                .with_value(Some(text(value)))
+        })
+        .collect();
+    let request = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(text(topic))
+            .with_configs(configs),
+    ]);
+    let (response, _) = controller.call(&request, "AlterConfigs").await?;
+    let results = response
+        .responses
+        .iter()
+        .map(|r| (&r.resource_name, r.error_code, r.error_message.as_ref()));
+    check_result(controller, "AlterConfigs", topic, results)
 }
 
 /// The overrides the topic must have after `changes`: AlterConfigs replaces the whole set,
-/// so overrides that stay (those not deleted) are sent again.
-fn overrides_after(state: Option<&TopicState>, changes: &[&Action]) -> BTreeMap<String, String> {
-    let mut set: BTreeMap<String, String> = state
-        .map(|s| {
-            s.configs
-                .iter()
-                .filter(|(_, e)| e.is_override)
-                .filter_map(|(k, e)| Some((k.clone(), e.value.clone()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+/// so overrides that stay (those not deleted) are sent again. An override whose value the
+/// broker hides would be lost: that is refused, naming it.
+fn overrides_after(
+    state: Option<&TopicState>,
+    changes: &[&Action],
+) -> Result<BTreeMap<String, String>, String> {
+    let mut set = BTreeMap::new();
+    for (key, entry) in state.iter().flat_map(|s| &s.configs) {
+        if !entry.is_override {
+            continue;
+        }
+        let deleted = changes.iter().any(
+            |c| matches!(c, Action::Delete { key: k, .. } | Action::Set { key: k, .. } if k == key),
+        );
+        match &entry.value {
+            Some(value) => {
+                set.insert(key.clone(), value.clone());
+            }
+            None if deleted => {}
+            None => {
+                return Err(format!(
+                    "AlterConfigs replaces every override, and the broker hides the value of \
+                     {key}: it would be lost; nothing sent"
+                ));
+            }
+        }
+    }
     for change in changes {
         match change {
             Action::Set { key, to, .. } => {
@@ -241,13 +245,39 @@ fn overrides_after(state: Option<&TopicState>, changes: &[&Action]) -> BTreeMap<
             _ => {}
         }
     }
-    set
+    Ok(set)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kafka::describe::ConfigEntry;
+
+    #[test]
+    fn alter_configs_refuses_to_lose_a_hidden_override() {
+        let hidden = ConfigEntry {
+            value: None,
+            ..ConfigEntry::overridden("")
+        };
+        let state = TopicState {
+            partitions: 1,
+            replication_factor: 1,
+            configs: BTreeMap::from([("sasl.secret".into(), hidden)]),
+        };
+        let set = Action::Set {
+            key: "retention.ms".into(),
+            from: None,
+            to: "9".into(),
+        };
+        let error = overrides_after(Some(&state), &[&set]).unwrap_err();
+        assert!(error.contains("sasl.secret"), "{error}");
+        let delete = Action::Delete {
+            key: "sasl.secret".into(),
+            value: None,
+        };
+        let after = overrides_after(Some(&state), &[&set, &delete]).unwrap();
+        assert_eq!(after, BTreeMap::from([("retention.ms".into(), "9".into())]));
+    }
 
     #[test]
     fn alter_configs_keeps_the_overrides_that_stay() {
@@ -276,7 +306,7 @@ mod tests {
             key: "segment.bytes".into(),
             value: Some("2".into()),
         };
-        let after = overrides_after(Some(&state), &[&set, &delete]);
+        let after = overrides_after(Some(&state), &[&set, &delete]).unwrap();
         assert_eq!(
             after,
             BTreeMap::from([
