@@ -316,6 +316,47 @@ async fn backlog_counts_what_the_group_has_not_committed() {
     assert!(error.to_string().contains("no-such-topic"), "{error}");
 }
 
+/// The test broker with `--authentication` (SCRAM required). Its users live in its
+/// memory storage and can only be created by an authenticated client, so no login can
+/// succeed; what this proves is that our SCRAM exchange runs against a real server's.
+#[tokio::test]
+async fn scram_against_the_real_broker_reaches_its_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut command = Command::new(flow_tests::cache_dir().join("bin/tansu"));
+    command
+        .arg("broker")
+        .args(["--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/", "--authentication"])
+        .env("RUST_LOG", "warn");
+    let mut tansu = flow_tests::services::Process::spawn("tansu", command, &dir.path().join("log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        tansu.assert_running();
+        assert!(std::time::Instant::now() < deadline, "{}", tansu.log_tail());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let address = format!("127.0.0.1:{port}");
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let sasl = format!(
+            "[kafka.sasl]\nmechanism = \"{mechanism}\"\nusername = \"flow\"\npassword = \"s3cret\"\n"
+        );
+        let error = kafka::status(&config(&[&address], &sasl))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("broker {address}: SASL {mechanism}")),
+            "{error}"
+        );
+        assert!(error.contains("unknown user"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+    // Without SASL the broker lets ApiVersions through and refuses the rest.
+    assert!(kafka::status(&config(&[&address], "")).await.is_err());
+}
+
 /// A scripted broker on loopback: it decodes each request with kafka-protocol's
 /// decoders, records it, and answers with kafka-protocol's encoders.
 mod scripted {
