@@ -356,6 +356,82 @@ mod tests {
         assert!(plain.tls().is_none() && plain.sasl().is_none());
     }
 
+    /// One TLS peer on loopback that answers a single ApiVersions, made with
+    /// kafka-protocol's encoder, then closes.
+    async fn tls_peer() -> u16 {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use tokio::net::TcpListener;
+
+        let acceptor = crate::kafka::tls::tests::server(false);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let size = tls.read_u32().await.unwrap();
+            let mut frame = vec![0; size as usize];
+            tls.read_exact(&mut frame).await.unwrap();
+            let mut body = Bytes::from(frame);
+            let header =
+                RequestHeader::decode(&mut body, ApiVersionsRequest::header_version(3)).unwrap();
+            assert_eq!(header.request_api_key, ApiVersionsRequest::KEY);
+            let version = |key: i16, max: i16| {
+                ApiVersion::default()
+                    .with_api_key(key)
+                    .with_min_version(0)
+                    .with_max_version(max)
+            };
+            let response = ApiVersionsResponse::default().with_api_keys(vec![
+                version(18, 3),
+                version(3, 12),
+                version(1, 17),
+            ]);
+            let mut out = BytesMut::new();
+            out.put_u32(0);
+            let response_header =
+                ResponseHeader::default().with_correlation_id(header.correlation_id);
+            response_header.encode(&mut out, 0).unwrap();
+            response
+                .encode(&mut out, header.request_api_version)
+                .unwrap();
+            let size = u32::try_from(out.len() - 4).unwrap();
+            out[..4].copy_from_slice(&size.to_be_bytes());
+            tls.write_all(&out).await.unwrap();
+            tls.flush().await.unwrap();
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_tls_connection_negotiates_versions_through_the_handshake() {
+        use kafka_protocol::messages::MetadataRequest;
+
+        let tls_settings = |ca: &str| {
+            let ca = crate::kafka::tls::tests::testdata(ca);
+            let text = format!("[kafka.tls]\nca_file = \"{}\"", ca.display());
+            Settings::new(&Config::parse(&text).unwrap().kafka).unwrap()
+        };
+        let broker = format!("localhost:{}", tls_peer().await);
+        let connection = Connection::open(&broker, &tls_settings("ca.pem"))
+            .await
+            .unwrap();
+        assert_eq!(connection.version::<MetadataRequest>(), Some(12));
+        // Fetch stops at v12 on our side (see OUR_LIMITS).
+        assert_eq!(connection.version::<FetchRequest>(), Some(12));
+
+        let broker = format!("localhost:{}", tls_peer().await);
+        let error = Connection::open(&broker, &tls_settings("other-ca.pem"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!("broker {broker}: TLS handshake")),
+            "{error}"
+        );
+    }
+
     #[test]
     fn a_request_frame_is_sized_and_carries_its_header() {
         let request = ApiVersionsRequest::default();

@@ -121,7 +121,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! Real TLS handshakes on loopback between the client configuration built from the
     //! settings and a rustls server holding the test certificates in `testdata/`.
     #![allow(clippy::unwrap_used)]
@@ -136,14 +136,14 @@ mod tests {
 
     use super::*;
 
-    fn testdata(name: &str) -> PathBuf {
+    pub(in crate::kafka) fn testdata(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("src/kafka/testdata")
             .join(name)
     }
 
     /// A server with `server.pem`; with `client_ca`, it requires a client certificate.
-    fn server(client_ca: bool) -> TlsAcceptor {
+    pub(in crate::kafka) fn server(client_ca: bool) -> TlsAcceptor {
         let provider = Arc::new(ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
