@@ -181,7 +181,7 @@ impl Connection {
         request: &R,
         api: &'static str,
     ) -> Result<(R::Response, i16), KafkaError> {
-        let version = self.require::<R>(api, "this step")?;
+        let version = self.require::<R>(api, "run this step")?;
         let mut body = self.exchange::<R>(request, version).await?;
         let response = R::Response::decode(&mut body, version)
             .map_err(|e| self.error(format!("cannot decode the {api} v{version} response: {e}")))?;

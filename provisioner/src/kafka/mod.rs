@@ -6,6 +6,7 @@
 //! - [`describe`]: what the broker says the topic is.
 //! - [`plan`]: the pure decision from (config, described state) to actions.
 //! - [`apply`]: sending those actions, with the AlterConfigs fallback.
+//! - [`status`]: the topic against the config, for people.
 //! - [`backlog`]: records a consumer group has yet to commit.
 
 mod apply;
@@ -16,6 +17,7 @@ mod connection;
 mod describe;
 mod plan;
 mod sasl;
+mod status;
 mod tls;
 
 pub use config::{KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism, TopicConfig};
@@ -125,48 +127,9 @@ pub async fn status(config: &KafkaConfig) -> Result<usize, KafkaError> {
     let topic = config.topic_name();
     let mut cluster = Cluster::connect(config).await?;
     let state = describe::describe(&mut cluster, &topic).await?;
-    let wanted = &config.topic;
-    let Some(state) = state else {
-        println!("kafka topic {topic}: missing (migrate creates it)");
-        return Ok(1);
-    };
-    let mut differences = 0;
-    let mut line = |what: &str, actual: String, configured: String| {
-        let mark = if actual == configured {
-            "ok"
-        } else {
-            differences += 1;
-            "DIFFERS"
-        };
-        println!("kafka topic {topic}: {what}: {actual} (config: {configured}) {mark}");
-    };
-    line(
-        "partitions",
-        state.partitions.to_string(),
-        wanted.partitions.to_string(),
-    );
-    line(
-        "replication factor",
-        state.replication_factor.to_string(),
-        wanted.replication_factor.to_string(),
-    );
-    for (key, value) in &wanted.config {
-        let actual = state.configs.get(key).map(ConfigEntry::shown);
-        line(key, actual.unwrap_or_else(|| "unset".into()), value.clone());
-    }
-    for (key, entry) in &state.configs {
-        if entry.is_override && !wanted.config.contains_key(key) {
-            let mark = if wanted.strict_sync {
-                differences += 1;
-                "DIFFERS (strict_sync removes it)"
-            } else {
-                "kept (strict_sync is off)"
-            };
-            println!(
-                "kafka topic {topic}: {key}: {} (not in config) {mark}",
-                entry.shown()
-            );
-        }
+    let (lines, differences) = status::report(&topic, &config.topic, state.as_ref());
+    for line in lines {
+        println!("{line}");
     }
     Ok(differences)
 }

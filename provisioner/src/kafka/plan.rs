@@ -428,6 +428,53 @@ mod tests {
     }
 
     #[test]
+    fn everything_at_once_comes_in_sending_order() {
+        let allowed = TopicConfig {
+            allow_partition_increase: true,
+            ..wanted(&[RETENTION])
+        };
+        let current = state(
+            3,
+            1,
+            &[
+                ("retention.ms", ConfigEntry::overridden("1")),
+                ("segment.bytes", ConfigEntry::overridden("2")),
+                (
+                    "message.format.version",
+                    ConfigEntry {
+                        read_only: true,
+                        ..ConfigEntry::overridden("3.0")
+                    },
+                ),
+            ],
+        );
+        let plan = plan(&allowed, Some(&current));
+        assert_eq!(
+            plan.actions,
+            vec![
+                Action::IncreasePartitions { from: 3, to: 6 },
+                Action::Set {
+                    key: "retention.ms".into(),
+                    from: Some("1".into()),
+                    to: "86400000".into()
+                },
+                Action::Delete {
+                    key: "segment.bytes".into(),
+                    value: Some("2".into())
+                },
+            ],
+            "a read-only override is never deleted"
+        );
+        assert_eq!(
+            plan.warnings,
+            vec![Warning::Replication {
+                actual: 1,
+                configured: 3
+            }]
+        );
+    }
+
+    #[test]
     fn actions_read_well() {
         let set = Action::Set {
             key: "retention.ms".into(),
