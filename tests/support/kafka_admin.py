@@ -2,6 +2,7 @@
 """TEST INFRASTRUCTURE: an independent view of a Kafka topic through confluent-kafka
 (librdkafka), for checking what flow-provisioner did. Prints one JSON object.
 
+  topics                          {"topics": [names]} (listing all creates nothing)
   describe --topic T              {"partitions": N, "replication_factor": R, "config": {k: v}}
   set-config --topic T k=v ...    adds topic overrides (IncrementalAlterConfigs SET)
   commit --topic T --group G p=o ...   commits offsets for group G with a consumer
@@ -71,9 +72,9 @@ def commit(bootstrap, topic, group, pairs):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["describe", "set-config", "commit"])
+    parser.add_argument("command", choices=["topics", "describe", "set-config", "commit"])
     parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--topic", required=True)
+    parser.add_argument("--topic")
     parser.add_argument("--group")
     parser.add_argument("pairs", nargs="*")
     args = parser.parse_intermixed_args()
@@ -81,7 +82,9 @@ def main():
         result = commit(args.bootstrap, args.topic, args.group, args.pairs)
     else:
         admin = AdminClient({"bootstrap.servers": args.bootstrap})
-        if args.command == "describe":
+        if args.command == "topics":
+            result = {"topics": sorted(admin.list_topics(timeout=20).topics)}
+        elif args.command == "describe":
             result = describe(admin, args.topic)
         else:
             result = set_config(admin, args.topic, args.pairs)

@@ -83,6 +83,11 @@ const CONFIG_ENTRIES: &str = "[kafka.topic]\npartitions = 3\n\
 async fn creates_the_topic_then_a_second_run_changes_nothing() {
     let broker = KafkaBroker::start();
     let config = config(&[&broker.bootstrap], CONFIG_ENTRIES);
+    // plan on a missing topic: one change pending, and still no topic.
+    assert_eq!(kafka::migrate(&config, Mode::Plan).await.unwrap(), 1);
+    let topics = admin(&["topics", "--bootstrap", &broker.bootstrap]);
+    assert_eq!(topics["topics"], serde_json::json!([]), "{topics}");
+
     assert_eq!(kafka::migrate(&config, Mode::Apply).await.unwrap(), 1);
 
     let seen = describe_independently(&broker.bootstrap);
