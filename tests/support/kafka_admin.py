@@ -76,12 +76,16 @@ def main():
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic")
     parser.add_argument("--group")
+    parser.add_argument("--ca-file", help="TLS to the brokers, trusting this CA")
     parser.add_argument("pairs", nargs="*")
     args = parser.parse_intermixed_args()
     if args.command == "commit":
         result = commit(args.bootstrap, args.topic, args.group, args.pairs)
     else:
-        admin = AdminClient({"bootstrap.servers": args.bootstrap})
+        settings = {"bootstrap.servers": args.bootstrap}
+        if args.ca_file:
+            settings.update({"security.protocol": "SSL", "ssl.ca.location": args.ca_file})
+        admin = AdminClient(settings)
         if args.command == "topics":
             result = {"topics": sorted(admin.list_topics(timeout=20).topics)}
         elif args.command == "describe":

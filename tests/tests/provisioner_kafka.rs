@@ -321,28 +321,52 @@ async fn backlog_counts_what_the_group_has_not_committed() {
     assert!(error.to_string().contains("no-such-topic"), "{error}");
 }
 
+/// A test broker started here rather than by `KafkaBroker`, for flags that it does not
+/// pass: listening on `port`, advertising `advertised` (`127.0.0.1:PORT`).
+struct OwnBroker {
+    /// Stopped when dropped.
+    _process: flow_tests::services::Process,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    fn start(port: u16, advertised: &str, flags: &[&str]) -> OwnBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(flow_tests::cache_dir().join("bin/tansu"));
+        command
+            .arg("broker")
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+            .args(["--storage-engine", "memory://tansu/"])
+            .args(flags)
+            .env("RUST_LOG", "warn");
+        let mut process =
+            flow_tests::services::Process::spawn("tansu", command, &dir.path().join("log"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            process.assert_running();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                process.log_tail()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        OwnBroker {
+            _process: process,
+            _dir: dir,
+        }
+    }
+}
+
 /// The test broker with `--authentication` (SCRAM required). Its users live in its
 /// memory storage and can only be created by an authenticated client, so no login can
 /// succeed; what this proves is that our SCRAM exchange runs against a real server's.
 #[tokio::test]
 async fn scram_against_the_real_broker_reaches_its_verdict() {
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut command = Command::new(flow_tests::cache_dir().join("bin/tansu"));
-    command
-        .arg("broker")
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/", "--authentication"])
-        .env("RUST_LOG", "warn");
-    let mut tansu = flow_tests::services::Process::spawn("tansu", command, &dir.path().join("log"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        tansu.assert_running();
-        assert!(std::time::Instant::now() < deadline, "{}", tansu.log_tail());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     let address = format!("127.0.0.1:{port}");
+    let _broker = OwnBroker::start(port, &address, &["--authentication"]);
     for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
         let sasl = format!(
             "[kafka.sasl]\nmechanism = \"{mechanism}\"\nusername = \"flow\"\npassword = \"s3cret\"\n"
@@ -360,6 +384,97 @@ async fn scram_against_the_real_broker_reaches_its_verdict() {
     }
     // Without SASL the broker lets ApiVersions through and refuses the rest.
     assert!(kafka::status(&config(&[&address], "")).await.is_err());
+}
+
+/// The certificates the provisioner's own TLS tests use.
+fn testdata(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../provisioner/src/kafka/testdata")
+        .join(name)
+}
+
+/// Terminates TLS on `listen` (with testdata's server certificate, signed by `ca.pem`)
+/// and forwards each connection in plaintext to `target`: the test broker cannot serve
+/// TLS itself (its `--cert` and `--key` flags exclude each other in this build).
+async fn tls_terminator(listen: u16, target: u16) {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{ServerConfig, crypto::ring};
+
+    let chain = CertificateDer::pem_file_iter(testdata("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(testdata("server.key")).unwrap();
+    let config = ServerConfig::builder_with_provider(std::sync::Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+}
+
+/// The whole topic run over TLS to the real broker (through a TLS terminator it
+/// advertises), checked by confluent-kafka over TLS too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topic_is_managed_over_tls() {
+    let (tls_port, broker_port) = (free_port(), free_port());
+    let address = format!("127.0.0.1:{tls_port}");
+    let _broker = OwnBroker::start(broker_port, &address, &[]);
+    tls_terminator(tls_port, broker_port).await;
+    let ca = testdata("ca.pem");
+    let tls = format!(
+        "[kafka.tls]\nca_file = \"{}\"\n{CONFIG_ENTRIES}",
+        ca.display()
+    );
+    let over_tls = config(&[&address], &tls);
+    assert_eq!(kafka::migrate(&over_tls, Mode::Apply).await.unwrap(), 1);
+    assert_eq!(kafka::migrate(&over_tls, Mode::Apply).await.unwrap(), 0);
+    let ca = ca.display().to_string();
+    let seen = admin(&[
+        "describe",
+        "--bootstrap",
+        &address,
+        "--ca-file",
+        &ca,
+        "--topic",
+        &topic(),
+    ]);
+    assert_eq!(seen["partitions"], 3, "{seen}");
+    assert_eq!(seen["config"]["retention.ms"], "3600000", "{seen}");
+
+    // Plaintext to a TLS listener, or another CA, fails naming the broker.
+    let plaintext = config(&[&address], CONFIG_ENTRIES);
+    let error = kafka::status(&plaintext).await.unwrap_err().to_string();
+    assert!(error.contains(&address), "{error}");
+    let other = tls.replace("ca.pem", "other-ca.pem");
+    let error = kafka::status(&config(&[&address], &other))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("broker {address}: TLS handshake")),
+        "{error}"
+    );
 }
 
 /// A scripted broker on loopback: it decodes each request with kafka-protocol's
