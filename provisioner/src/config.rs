@@ -85,12 +85,7 @@ impl Config {
 
     /// Checks what types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.kafka.brokers.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "kafka.brokers".into(),
-                message: "at least one broker is needed".into(),
-            });
-        }
+        self.kafka.validate()?;
         crate::http::validate(self)
     }
 }
