@@ -509,6 +509,8 @@ mod scripted {
     pub struct Script {
         /// API keys advertised (with kafka-protocol's full version range).
         pub apis: Vec<ApiKey>,
+        /// Lower maxima for some of them, as an older broker would advertise.
+        pub max_versions: Vec<(ApiKey, i16)>,
         /// The topic's partitions.
         pub partitions: i32,
         /// Its config entries: name, value, DescribeConfigs source, documentation.
@@ -685,18 +687,26 @@ mod scripted {
     ) -> Bytes {
         match ApiKey::try_from(key).unwrap() {
             ApiKey::ApiVersions => {
+                let max = |api: ApiKey| {
+                    let lower = script.max_versions.iter().find(|(a, _)| *a == api);
+                    lower.map_or(api.valid_versions().max, |(_, max)| *max)
+                };
                 let apis = script
                     .apis
                     .iter()
                     .map(|api| {
-                        let range = api.valid_versions();
                         ApiVersion::default()
                             .with_api_key(*api as i16)
-                            .with_min_version(range.min)
-                            .with_max_version(range.max)
+                            .with_min_version(api.valid_versions().min)
+                            .with_max_version(max(*api))
                     })
                     .collect();
-                encoded(ApiVersionsResponse::default().with_api_keys(apis), version)
+                let response = ApiVersionsResponse::default().with_api_keys(apis);
+                if version > max(ApiKey::ApiVersions) {
+                    // As Kafka does: UNSUPPORTED_VERSION, in v0 form, with its own ranges.
+                    return encoded(response.with_error_code(35), 0);
+                }
+                encoded(response, version)
             }
             ApiKey::SaslHandshake => encoded(
                 SaslHandshakeResponse::default().with_mechanisms(vec![text("PLAIN")]),
@@ -854,6 +864,7 @@ fn real_kafka_script(apis: Vec<ApiKey>) -> scripted::Script {
         ],
         sasl_error: (0, ""),
         scram_user: None,
+        max_versions: Vec::new(),
     }
 }
 
@@ -1040,4 +1051,39 @@ async fn scram_completes_against_a_scram_server() {
         "{error}"
     );
     assert!(error.contains("invalid proof"), "{error}");
+}
+
+#[tokio::test]
+async fn versions_are_the_highest_both_sides_support() {
+    // An older broker: ApiVersions up to v2 only (it answers our v3 with
+    // UNSUPPORTED_VERSION), Metadata up to v9, DescribeConfigs up to v2.
+    let script = scripted::Script {
+        max_versions: vec![
+            (ApiKey::ApiVersions, 2),
+            (ApiKey::Metadata, 9),
+            (ApiKey::DescribeConfigs, 2),
+        ],
+        ..real_kafka_script(BASE_APIS.to_vec())
+    };
+    let (address, received) = scripted::start(topic(), script).await;
+    kafka::status(&config(&[&address], "")).await.unwrap();
+    let sent: Vec<(i16, i16)> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(key, version, _)| (*key, *version))
+        .collect();
+    let versions_of = |api: ApiKey| -> Vec<i16> {
+        sent.iter()
+            .filter(|(key, _)| *key == api as i16)
+            .map(|(_, version)| *version)
+            .collect()
+    };
+    // Per connection (bootstrap, then the controller): v3 refused, then v2.
+    assert_eq!(versions_of(ApiKey::ApiVersions), vec![3, 2, 3, 2]);
+    assert!(
+        versions_of(ApiKey::Metadata).iter().all(|v| *v == 9),
+        "{sent:?}"
+    );
+    assert_eq!(versions_of(ApiKey::DescribeConfigs), vec![2]);
 }
