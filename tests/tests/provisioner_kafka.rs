@@ -233,7 +233,7 @@ async fn an_unreachable_broker_is_named_and_the_next_one_tried() {
         .to_string();
     assert!(
         error.starts_with(&format!(
-            "no broker reachable: broker {dead}: cannot connect"
+            "no broker could be used: broker {dead}: cannot connect"
         )),
         "{error}"
     );
@@ -494,6 +494,13 @@ mod scripted {
     use kafka_protocol::protocol::{
         Decodable, Encodable, HeaderVersion, StrBytes, decode_request_header_from_buffer,
     };
+    use rsasl::callback::{Context, Request, SessionCallback, SessionData};
+    use rsasl::mechanisms::scram;
+    use rsasl::mechanisms::scram::properties::ScramStoredPassword;
+    use rsasl::prelude::{Mechname, SASLConfig, SASLServer, Session, SessionError};
+    use rsasl::property::AuthId;
+    use rsasl::validate::NoValidation;
+    use sha2::{Digest, Sha256};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -502,12 +509,16 @@ mod scripted {
     pub struct Script {
         /// API keys advertised (with kafka-protocol's full version range).
         pub apis: Vec<ApiKey>,
+        /// Lower maxima for some of them, as an older broker would advertise.
+        pub max_versions: Vec<(ApiKey, i16)>,
         /// The topic's partitions.
         pub partitions: i32,
         /// Its config entries: name, value, DescribeConfigs source, documentation.
         pub entries: Vec<(&'static str, &'static str, i8, &'static str)>,
         /// The SASL exchange's answer: error code and message.
         pub sasl_error: (i16, &'static str),
+        /// A SCRAM-SHA-256 user and password: SCRAM is then served by rsasl's server side.
+        pub scram_user: Option<(&'static str, &'static str)>,
     }
 
     /// A request as received: API key, version and the body bytes.
@@ -524,6 +535,7 @@ mod scripted {
                 let (log, script, topic) = (log.clone(), script.clone(), topic.clone());
                 let advertised = advertised.clone();
                 tokio::spawn(async move {
+                    let mut scram: Option<Session> = None;
                     loop {
                         let Ok(size) = stream.read_u32().await else {
                             return;
@@ -536,7 +548,10 @@ mod scripted {
                         let header = decode_request_header_from_buffer(&mut body).unwrap();
                         let (key, version) = (header.request_api_key, header.request_api_version);
                         log.lock().unwrap().push((key, version, body.clone()));
-                        let answer = answer(&script, &topic, &advertised, key, version, body);
+                        let answer = match scram_answer(&script, &mut scram, key, version, &body) {
+                            Some(answer) => answer,
+                            None => answer(&script, &topic, &advertised, key, version, body),
+                        };
                         let mut out = BytesMut::new();
                         out.put_u32(0);
                         let response_header =
@@ -554,6 +569,102 @@ mod scripted {
             }
         });
         (address, received)
+    }
+
+    /// The SCRAM side of the script: a SaslHandshake naming SCRAM-SHA-256 starts an rsasl
+    /// server session for the script's user, and each SaslAuthenticate steps it; `None`
+    /// for every other request.
+    fn scram_answer(
+        script: &Script,
+        session: &mut Option<Session>,
+        key: i16,
+        version: i16,
+        body: &Bytes,
+    ) -> Option<Bytes> {
+        let (user, password) = script.scram_user?;
+        match ApiKey::try_from(key).ok()? {
+            ApiKey::SaslHandshake => {
+                let request = SaslHandshakeRequest::decode(&mut body.clone(), version).unwrap();
+                assert_eq!(request.mechanism.as_str(), "SCRAM-SHA-256");
+                let config = SASLConfig::builder()
+                    .with_defaults()
+                    .with_callback(ScramUser::new(user, password))
+                    .unwrap();
+                let mechanism = Mechname::parse(b"SCRAM-SHA-256").unwrap();
+                *session = Some(
+                    SASLServer::<NoValidation>::new(config)
+                        .start_suggested(mechanism)
+                        .unwrap(),
+                );
+                let mechanisms = vec![text("SCRAM-SHA-256")];
+                let response = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
+                Some(encoded(response, version))
+            }
+            ApiKey::SaslAuthenticate => {
+                let request = SaslAuthenticateRequest::decode(&mut body.clone(), version).unwrap();
+                let mut out = std::io::Cursor::new(Vec::new());
+                let stepped = session
+                    .as_mut()
+                    .expect("SaslAuthenticate after SaslHandshake")
+                    .step(Some(&request.auth_bytes), &mut out);
+                let response = match stepped {
+                    Ok(_) => SaslAuthenticateResponse::default()
+                        .with_auth_bytes(Bytes::from(out.into_inner())),
+                    Err(error) => SaslAuthenticateResponse::default()
+                        .with_error_code(58)
+                        .with_error_message(Some(text(&error.to_string()))),
+                };
+                Some(encoded(response, version))
+            }
+            _ => None,
+        }
+    }
+
+    /// One SCRAM-SHA-256 user, stored as a server stores it (salted keys, no password).
+    struct ScramUser {
+        name: &'static str,
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+    }
+
+    const SALT: &[u8] = b"flow-test-salt";
+    const ITERATIONS: u32 = 4096;
+
+    impl ScramUser {
+        fn new(name: &'static str, password: &str) -> ScramUser {
+            let mut salted = sha2::digest::Output::<Sha256>::default();
+            scram::tools::hash_password::<Sha256>(
+                password.as_bytes(),
+                ITERATIONS,
+                SALT,
+                &mut salted,
+            );
+            let (client_key, server_key) = scram::tools::derive_keys::<Sha256>(salted.as_slice());
+            ScramUser {
+                name,
+                stored_key: Sha256::digest(client_key).to_vec(),
+                server_key: server_key.to_vec(),
+            }
+        }
+    }
+
+    impl SessionCallback for ScramUser {
+        fn callback(
+            &self,
+            _session: &SessionData,
+            context: &Context,
+            request: &mut Request<'_>,
+        ) -> Result<(), SessionError> {
+            if context.get_ref::<AuthId>() == Some(self.name) {
+                request.satisfy::<ScramStoredPassword>(&ScramStoredPassword::new(
+                    ITERATIONS,
+                    SALT,
+                    &self.stored_key,
+                    &self.server_key,
+                ))?;
+            }
+            Ok(())
+        }
     }
 
     fn encoded<R: Encodable + HeaderVersion>(response: R, version: i16) -> Bytes {
@@ -576,18 +687,26 @@ mod scripted {
     ) -> Bytes {
         match ApiKey::try_from(key).unwrap() {
             ApiKey::ApiVersions => {
+                let max = |api: ApiKey| {
+                    let lower = script.max_versions.iter().find(|(a, _)| *a == api);
+                    lower.map_or(api.valid_versions().max, |(_, max)| *max)
+                };
                 let apis = script
                     .apis
                     .iter()
                     .map(|api| {
-                        let range = api.valid_versions();
                         ApiVersion::default()
                             .with_api_key(*api as i16)
-                            .with_min_version(range.min)
-                            .with_max_version(range.max)
+                            .with_min_version(api.valid_versions().min)
+                            .with_max_version(max(*api))
                     })
                     .collect();
-                encoded(ApiVersionsResponse::default().with_api_keys(apis), version)
+                let response = ApiVersionsResponse::default().with_api_keys(apis);
+                if version > max(ApiKey::ApiVersions) {
+                    // As Kafka does: UNSUPPORTED_VERSION, in v0 form, with its own ranges.
+                    return encoded(response.with_error_code(35), 0);
+                }
+                encoded(response, version)
             }
             ApiKey::SaslHandshake => encoded(
                 SaslHandshakeResponse::default().with_mechanisms(vec![text("PLAIN")]),
@@ -744,6 +863,8 @@ fn real_kafka_script(apis: Vec<ApiKey>) -> scripted::Script {
             ("cleanup.policy", "delete", 5, "The retention policy."),
         ],
         sasl_error: (0, ""),
+        scram_user: None,
+        max_versions: Vec::new(),
     }
 }
 
@@ -885,4 +1006,84 @@ async fn sasl_plain_authenticates_before_anything_else() {
     assert!(error.contains("SaslAuthenticationFailed"), "{error}");
     assert!(error.contains("invalid credentials"), "{error}");
     assert!(!error.contains("s3cret"), "{error}");
+}
+
+#[tokio::test]
+async fn scram_completes_against_a_scram_server() {
+    // The whole exchange (client-first, server-first, client-final, server-final) against
+    // rsasl's server side holding the user's salted keys; a wrong password is refused.
+    let mut apis = BASE_APIS.to_vec();
+    apis.extend([ApiKey::SaslHandshake, ApiKey::SaslAuthenticate]);
+    let script = scripted::Script {
+        scram_user: Some(("flow", "s3cret")),
+        ..real_kafka_script(apis)
+    };
+    let sasl = |password: &str| {
+        format!(
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"flow\"\npassword = \"{password}\"\n"
+        )
+    };
+    let (address, received) = scripted::start(topic(), script.clone()).await;
+    kafka::status(&config(&[&address], &sasl("s3cret")))
+        .await
+        .unwrap();
+    let keys = scripted::keys(&received);
+    assert_eq!(
+        keys[..4],
+        [
+            ApiKey::ApiVersions,
+            ApiKey::SaslHandshake,
+            ApiKey::SaslAuthenticate,
+            ApiKey::SaslAuthenticate
+        ],
+        "{keys:?}"
+    );
+    assert!(keys.contains(&ApiKey::DescribeConfigs), "{keys:?}");
+
+    let (address, _) = scripted::start(topic(), script).await;
+    let error = kafka::status(&config(&[&address], &sasl("wrong")))
+        .await
+        .unwrap_err()
+        .to_string();
+    // rsasl's server answers with SCRAM's own `e=invalid-proof`, which our side reports.
+    assert!(
+        error.contains(&format!("broker {address}: SASL SCRAM-SHA-256")),
+        "{error}"
+    );
+    assert!(error.contains("invalid proof"), "{error}");
+}
+
+#[tokio::test]
+async fn versions_are_the_highest_both_sides_support() {
+    // An older broker: ApiVersions up to v2 only (it answers our v3 with
+    // UNSUPPORTED_VERSION), Metadata up to v9, DescribeConfigs up to v2.
+    let script = scripted::Script {
+        max_versions: vec![
+            (ApiKey::ApiVersions, 2),
+            (ApiKey::Metadata, 9),
+            (ApiKey::DescribeConfigs, 2),
+        ],
+        ..real_kafka_script(BASE_APIS.to_vec())
+    };
+    let (address, received) = scripted::start(topic(), script).await;
+    kafka::status(&config(&[&address], "")).await.unwrap();
+    let sent: Vec<(i16, i16)> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(key, version, _)| (*key, *version))
+        .collect();
+    let versions_of = |api: ApiKey| -> Vec<i16> {
+        sent.iter()
+            .filter(|(key, _)| *key == api as i16)
+            .map(|(_, version)| *version)
+            .collect()
+    };
+    // Per connection (bootstrap, then the controller): v3 refused, then v2.
+    assert_eq!(versions_of(ApiKey::ApiVersions), vec![3, 2, 3, 2]);
+    assert!(
+        versions_of(ApiKey::Metadata).iter().all(|v| *v == 9),
+        "{sent:?}"
+    );
+    assert_eq!(versions_of(ApiKey::DescribeConfigs), vec![2]);
 }

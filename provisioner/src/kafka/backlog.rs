@@ -50,10 +50,14 @@ pub(super) async fn backlog(
         let starts = log_starts(connection, topic, &partitions).await?;
         let ends = high_watermarks(connection, topic, &starts).await?;
         for (partition, end) in ends {
-            let from = match committed.get(&partition) {
-                Some(&offset) if offset >= 0 => offset,
-                _ => starts.get(&partition).copied().unwrap_or(0),
-            };
+            // A commit older than the log start (retention removed the records) counts
+            // from the log start: what is gone cannot be consumed.
+            let start = starts.get(&partition).copied().unwrap_or(0);
+            let from = committed
+                .get(&partition)
+                .copied()
+                .filter(|&offset| offset >= 0)
+                .map_or(start, |offset| offset.max(start));
             total += u64::try_from(end - from).unwrap_or(0);
         }
     }

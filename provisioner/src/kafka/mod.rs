@@ -30,8 +30,8 @@ use cluster::Cluster;
 /// Why a Kafka step failed. Messages name the broker involved; never a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
-    /// No configured broker could be reached; each one's reason is listed.
-    #[error("no broker reachable: {0}")]
+    /// No configured broker could be used (unreachable, TLS, SASL); each one's reason is listed.
+    #[error("no broker could be used: {0}")]
     Unreachable(String),
     /// A connection to a broker failed after it was open.
     #[error("broker {broker}: {message}")]
