@@ -56,6 +56,24 @@ pub fn binary(name: &str) -> PathBuf {
         let mut cargo = std::process::Command::new(env!("CARGO"));
         // From the workspace root: in tests/ only flow-tests' own binaries are known.
         cargo.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        // The variables cargo sets for this test process are not the outer build's:
+        // build scripts that watch one (ring watches CARGO_MANIFEST_DIR) would run
+        // again and rebuild their crates on every test run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || matches!(
+                    key.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                )
+            {
+                cargo.env_remove(key.as_ref());
+            }
+        }
         cargo.args(["build", "--quiet", "--bin", name]);
         if release {
             cargo.arg("--release");

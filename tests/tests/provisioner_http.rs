@@ -27,6 +27,17 @@ impl Serve {
     /// Starts `serve` with `[http]` keys `http` and the other sections `rest`, and
     /// waits (bounded) for `/healthz`.
     fn start(http: &str, rest: &str) -> Serve {
+        Serve::start_with(http, rest, |port| {
+            raw(
+                port,
+                b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            )
+            .is_ok_and(|answer| answer.status == 200)
+        })
+    }
+
+    /// Starts `serve` and waits (bounded) until `ready(port)`.
+    fn start_with(http: &str, rest: &str, ready: impl Fn(u16) -> bool) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("provisioner.toml");
@@ -42,11 +53,7 @@ impl Serve {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             process.assert_running();
-            if let Ok(answer) = raw(
-                port,
-                b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            ) && answer.status == 200
-            {
+            if ready(port) {
                 break;
             }
             assert!(
@@ -133,27 +140,38 @@ fn curl(args: &[&str]) -> Answer {
     } else {
         &["-D", "-"][..]
     };
-    let output = Command::new("curl")
+    let mut command = Command::new("curl");
+    command
         .args(["-sS", "--http1.1", "--max-time", "60"])
         .args(args)
-        .args(head)
-        .output()
-        .unwrap();
+        .args(head);
+    Answer::parse(&succeed(&mut command))
+}
+
+/// Runs `command` and returns its output; it must exit 0.
+fn succeed(command: &mut Command) -> Vec<u8> {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "curl {args:?}: {}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Answer::parse(&output.stdout)
+    output.stdout
+}
+
+/// A fresh connection that has sent `request` as is (maybe only part of one), with
+/// a bound on how long a read waits.
+fn send(port: u16, request: &[u8]) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.write_all(request)?;
+    Ok(stream)
 }
 
 /// Sends `request` as is on a fresh connection and reads the answer to EOF.
 fn raw(port: u16, request: &[u8]) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(request)?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+    send(port, request)?.read_to_end(&mut response)?;
     if response.is_empty() {
         return Err(std::io::Error::other("closed without an answer"));
     }
@@ -180,15 +198,8 @@ fn init_sh_writes_every_schema_byte_for_byte_and_again_idempotently() {
     std::fs::write(&script, &answer.body).unwrap();
     let schemas = work.path().join("format_schemas");
 
-    let run = |dir: &Path| {
-        let output = Command::new("sh").arg(&script).arg(dir).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let run =
+        |dir: &Path| String::from_utf8(succeed(Command::new("sh").arg(&script).arg(dir))).unwrap();
     let first = run(&schemas);
     let second = run(&schemas);
     for version in flow_proto::VERSIONS {
@@ -221,22 +232,17 @@ fn init_sh_writes_every_schema_byte_for_byte_and_again_idempotently() {
     // A changed file is put back; the README's `curl … | sh` form with the variable.
     let first_name = flow_proto::VERSIONS[0].proto_file_name();
     std::fs::write(schemas.join(&first_name), "stale").unwrap();
-    let piped = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "curl -sSf {} | sh",
-            serve.url(&format!("{API}/init.sh"))
-        ))
-        .env("CLICKHOUSE_FORMAT_SCHEMAS", &schemas)
-        .output()
-        .unwrap();
-    assert!(
-        piped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&piped.stderr)
+    let piped = succeed(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "curl -sSf {} | sh",
+                serve.url(&format!("{API}/init.sh"))
+            ))
+            .env("CLICKHOUSE_FORMAT_SCHEMAS", &schemas),
     );
     assert!(
-        String::from_utf8_lossy(&piped.stdout)
+        String::from_utf8_lossy(&piped)
             .contains(&format!("wrote {}", schemas.join(&first_name).display()))
     );
     assert_eq!(
@@ -556,11 +562,7 @@ fn unknown_paths_wrong_methods_and_huge_heads_are_refused_and_counted() {
 
 /// Opens a connection and sends the start of a request, never the end.
 fn stall(port: u16) -> TcpStream {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: stalled\r\nX-Half")
-        .unwrap();
-    stream
+    send(port, b"GET /healthz HTTP/1.1\r\nHost: stalled\r\nX-Half").unwrap()
 }
 
 #[test]
@@ -608,6 +610,11 @@ fn bad_config_stops_start_up_naming_the_key() {
             "[dictionaries]\nasns = \"/nonexistent/asns.csv\"\n",
             1,
             "dictionaries.asns",
+        ),
+        (
+            "[http.tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
+            1,
+            "http.tls.cert_file",
         ),
     ];
     for (text, code, key) in cases {
@@ -843,16 +850,12 @@ fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
 
     // The request body is streamed: the upstream has the first chunk before the
     // client sends the rest.
-    let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, serve.port)).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    client
-        .write_all(
-            b"POST /grafana/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
-              Connection: close\r\n\r\n5\r\nfirst\r\n",
-        )
-        .unwrap();
+    let mut client = send(
+        serve.port,
+        b"POST /grafana/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n5\r\nfirst\r\n",
+    )
+    .unwrap();
     upstream
         .first_chunk_arrived
         .recv_timeout(Duration::from_secs(60))
@@ -867,13 +870,8 @@ fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
 
     // A large response is streamed: the client has the first part while the
     // upstream still holds the rest.
-    let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, serve.port)).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    client
-        .write_all(b"GET /grafana/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let request = b"GET /grafana/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut client = send(serve.port, request).unwrap();
     let mut received = Vec::new();
     let mut buffer = vec![0; 64 * 1024];
     let head_end = loop {
@@ -945,4 +943,82 @@ fn the_grafana_proxy_answers_502_when_the_upstream_is_down() {
     );
     // The rest of the endpoints are unaffected.
     assert_eq!(curl(&[&serve.url("/healthz")]).status, 200);
+}
+
+#[test]
+fn https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    succeed(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let upstream = Upstream::start();
+    let cacert = cert.display().to_string();
+    let serve = Serve::start_with(
+        &format!(
+            "[http.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        &format!(
+            "[grafana]\nupstream = \"http://127.0.0.1:{}\"\n",
+            upstream.port
+        ),
+        |port| {
+            Command::new("curl")
+                .args(["-sf", "--max-time", "5", "--cacert", &cacert])
+                .arg(format!("https://127.0.0.1:{port}/healthz"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    );
+    let https = serve.url("").replace("http://", "https://");
+    // Clients that connect and never start the handshake do not stop the others.
+    let stalled: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, serve.port)).unwrap())
+        .collect();
+    let answer = curl(&["--cacert", &cacert, &format!("{https}{API}/protocols.csv")]);
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.text().contains("\n17,UDP,User Datagram\n"),
+        "{}",
+        answer.text()
+    );
+    let proxied = curl(&["--cacert", &cacert, &format!("{https}/grafana/api/health")]);
+    assert_eq!(proxied.status, 200);
+    let seen = upstream.seen.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        seen.head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("x-forwarded-proto: https")),
+        "{}",
+        seen.head
+    );
+    // Plain HTTP on the HTTPS port gets no HTTP answer (a TLS alert at most), and
+    // nothing else is disturbed.
+    let mut reply = Vec::new();
+    send(serve.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap()
+        .read_to_end(&mut reply)
+        .unwrap();
+    assert!(!reply.starts_with(b"HTTP/"), "{reply:?}");
+    assert_eq!(
+        curl(&["--cacert", &cacert, &format!("{https}/healthz")]).status,
+        200
+    );
+    drop(stalled);
 }

@@ -7,6 +7,7 @@
 //! - [`schemas`]: `init.sh` and `flow-vN.proto`.
 //! - [`dictionaries`]: `protocols.csv`, `asns.csv`, `networks.csv`.
 //! - [`proxy`]: the Grafana reverse proxy.
+//! - [`tls`]: the certificate and key for HTTPS, when configured.
 //!
 //! Built on hyper rather than tiny_http: tiny_http 0.12 sets no read timeout on a
 //! connection (a client that sends half a request holds its thread forever), puts
@@ -26,6 +27,7 @@ mod resource;
 mod routes;
 pub mod schemas;
 mod server;
+mod tls;
 
 pub use server::serve;
 
@@ -51,6 +53,18 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Threads that run the handlers.
     pub worker_threads: usize,
+    /// `[http.tls]`: serve HTTPS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[http.tls]`: PEM files for HTTPS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
 }
 
 /// A user name and password for HTTP basic authentication.
@@ -82,6 +96,7 @@ impl Default for HttpConfig {
             header_timeout_seconds: 10,
             max_header_bytes: 16 * 1024,
             worker_threads: 2,
+            tls: None,
         }
     }
 }
@@ -91,6 +106,7 @@ impl HttpConfig {
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.tls.is_some() => format!("https://{}", self.listen),
             None => format!("http://{}", self.listen),
         }
     }
@@ -150,6 +166,14 @@ pub enum HttpError {
     /// The AS names could not be loaded at start-up.
     #[error("dictionaries.asns: {0}")]
     Asns(#[from] dictionaries::asns::AsnsError),
+    /// The certificate or key cannot be used.
+    #[error("{key}: {message}")]
+    Tls {
+        /// `http.tls.cert_file` or `http.tls.key_file`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A schema cannot be written by a shell script.
     #[error(transparent)]
     Schema(#[from] schemas::SchemaError),

@@ -183,9 +183,10 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
         metrics: &Metrics,
     ) -> Response<Body> {
-        match self.exchange(request, peer).await {
+        match self.exchange(request, peer, secure).await {
             Ok(response) => response,
             Err(e) => {
                 metrics.upstream_error();
@@ -208,6 +209,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         // Origin form only: an absolute-form request line still goes to our upstream.
@@ -224,7 +226,7 @@ impl Proxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         remove_hop_by_hop(&mut parts.headers);
-        add_forwarded(&mut parts.headers, peer, client_host.as_ref());
+        add_forwarded(&mut parts.headers, peer, secure, client_host.as_ref());
         // Grafana checks Origin against Host on writes, so the client's Host is kept.
         let host = client_host.unwrap_or_else(|| self.upstream.authority.clone());
         parts.headers.insert(header::HOST, host);
@@ -286,7 +288,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// X-Forwarded-For gets the client's address appended; Proto and Host say how the
 /// client reached us.
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    secure: bool,
+    host: Option<&HeaderValue>,
+) {
     let earlier: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -301,7 +308,8 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&Header
     if let Ok(chain) = HeaderValue::from_str(&chain) {
         headers.insert("x-forwarded-for", chain);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let proto = if secure { "https" } else { "http" };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     match host {
         Some(host) => headers.insert("x-forwarded-host", host.clone()),
         None => headers.remove("x-forwarded-host"),
@@ -374,17 +382,14 @@ mod tests {
         );
         remove_hop_by_hop(&mut headers);
         let host = HeaderValue::from_static("flows.example.net");
-        add_forwarded(
-            &mut headers,
-            "[::ffff:192.0.2.7]:5000".parse().unwrap(),
-            Some(&host),
-        );
+        let peer = "[::ffff:192.0.2.7]:5000".parse().unwrap();
+        add_forwarded(&mut headers, peer, true, Some(&host));
         assert!(headers.get("x-private").is_none());
         assert!(headers.get("keep-alive").is_none());
         assert!(headers.get(header::TRANSFER_ENCODING).is_none());
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
         assert_eq!(headers["x-forwarded-host"], "flows.example.net");
-        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers[header::COOKIE], "grafana_session=abc");
     }
 }

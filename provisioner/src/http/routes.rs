@@ -95,9 +95,15 @@ impl Routes {
         &self.metrics
     }
 
-    /// Answers one request and counts the answer under its route.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let (route, response) = self.dispatch(request, peer).await;
+    /// Answers one request (that came over HTTPS when `secure`) and counts the
+    /// answer under its route.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        secure: bool,
+    ) -> Response<Body> {
+        let (route, response) = self.dispatch(request, peer, secure).await;
         self.metrics.request(route, response.status().as_u16());
         response
     }
@@ -106,13 +112,17 @@ impl Routes {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
     ) -> (&str, Response<Body>) {
         let path = request.uri().path();
         // Grafana does its own authentication, with its own Authorization header.
         if let Some(proxy) = &self.grafana
             && proxy.serves(path)
         {
-            return ("grafana", proxy.forward(request, peer, &self.metrics).await);
+            return (
+                "grafana",
+                proxy.forward(request, peer, secure, &self.metrics).await,
+            );
         }
         if path == "/healthz" {
             return match allowed(request.method()) {
