@@ -633,6 +633,11 @@ fn bad_config_stops_start_up_naming_the_key() {
     }
 }
 
+/// Whether a request head has this header line, names compared without case.
+fn has_line(head: &str, line: &str) -> bool {
+    head.lines().any(|l| l.eq_ignore_ascii_case(line))
+}
+
 /// What the test upstream saw of one request.
 #[derive(Debug)]
 struct Seen {
@@ -731,6 +736,21 @@ impl Upstream {
             body.resize(length.parse().unwrap_or(0), 0);
             reader.read_exact(&mut body)?;
         }
+        if path == "/grafana/api/live/ws" {
+            // A WebSocket-like switch, then an echo of whatever comes through.
+            writer.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )?;
+            let _ = seen.send(Seen { head, body });
+            let mut buffer = [0; 1024];
+            loop {
+                let n = reader.read(&mut buffer)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer.write_all(&buffer[..n])?;
+            }
+        }
         if path == "/grafana/stream" {
             write!(
                 writer,
@@ -804,7 +824,7 @@ fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
         request_line,
         "GET /grafana/d/abc?orgId=1&from=now-1h HTTP/1.1"
     );
-    let has = |line: &str| seen.head.lines().any(|l| l.eq_ignore_ascii_case(line));
+    let has = |line: &str| has_line(&seen.head, line);
     assert!(has("x-custom: kept"), "{}", seen.head);
     assert!(has("host: flows.example.net"), "{}", seen.head);
     assert!(has("x-forwarded-for: 127.0.0.1"), "{}", seen.head);
@@ -900,6 +920,33 @@ fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
             .enumerate()
             .all(|(i, b)| *b == pattern(i))
     );
+
+    // A WebSocket upgrade (Grafana Live) becomes a tunnel both ways.
+    let mut socket = send(
+        serve.port,
+        b"GET /grafana/api/live/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0];
+        socket.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(has_line(&head, "upgrade: websocket"), "{head}");
+    let seen = upstream.seen.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(has_line(&seen.head, "upgrade: websocket"), "{}", seen.head);
+    assert!(has_line(&seen.head, "connection: upgrade"), "{}", seen.head);
+    for message in [&b"hello"[..], b"and again"] {
+        socket.write_all(message).unwrap();
+        let mut echoed = vec![0; message.len()];
+        socket.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, message);
+    }
+    drop(socket);
 
     // An absolute-form request naming another host still goes to the one upstream.
     let answer = raw(

@@ -150,7 +150,8 @@ where
         let routes = Arc::clone(routes);
         async move { Ok::<_, Infallible>(routes.handle(request, peer, secure).await) }
     });
-    let connection = builder.serve_connection(io, service);
+    // With upgrades: the proxy turns a WebSocket's 101 into a tunnel.
+    let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
