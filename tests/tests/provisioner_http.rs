@@ -1069,3 +1069,31 @@ fn https_with_the_configured_certificate() {
     );
     drop(stalled);
 }
+
+#[test]
+fn a_client_that_stops_reading_loses_its_slot() {
+    // An AS list far larger than the loopback socket buffers, so that writing it to
+    // a client that reads nothing has to wait.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("asns.csv");
+    let mut text = String::from("asn,name\n");
+    for asn in 1..=600_000u32 {
+        text.push_str(&format!("{asn},AS-NAME-THAT-TAKES-ROOM-{asn:08}\n"));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let serve = Serve::start(
+        "max_connections = 1\nwrite_timeout_seconds = 1\n",
+        &format!("[dictionaries]\nasns = \"{}\"\n", file.display()),
+    );
+    let request = format!("GET {API}/asns.csv HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut silent = send(serve.port, request.as_bytes()).unwrap();
+    // The one slot is the silent client's until its write times out; then the next
+    // client is served (with no write timeout, this curl waits forever).
+    assert_eq!(curl(&[&serve.url("/healthz")]).status, 200);
+    let mut received = Vec::new();
+    let _ = silent.read_to_end(&mut received);
+    assert!(
+        received.len() < text.len(),
+        "the silent client's connection was closed before the whole body"
+    );
+}

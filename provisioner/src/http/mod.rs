@@ -51,6 +51,9 @@ pub struct HttpConfig {
     pub header_timeout_seconds: u64,
     /// The largest request head (request line and headers) accepted; larger gets 431.
     pub max_header_bytes: usize,
+    /// Seconds a write to a client may wait (a client that stops reading) before
+    /// the connection is closed.
+    pub write_timeout_seconds: u64,
     /// Threads that run the handlers.
     pub worker_threads: usize,
     /// `[http.tls]`: serve HTTPS with this certificate and key.
@@ -95,6 +98,7 @@ impl Default for HttpConfig {
             max_connections: 256,
             header_timeout_seconds: 10,
             max_header_bytes: 16 * 1024,
+            write_timeout_seconds: 60,
             worker_threads: 2,
             tls: None,
         }
@@ -116,6 +120,7 @@ impl HttpConfig {
         let positive = [
             ("http.max_connections", self.max_connections as u64),
             ("http.header_timeout_seconds", self.header_timeout_seconds),
+            ("http.write_timeout_seconds", self.write_timeout_seconds),
             ("http.worker_threads", self.worker_threads as u64),
         ];
         for (key, value) in positive {

@@ -1,7 +1,8 @@
 //! The listener: at most `max_connections` connections served at once (the others
-//! wait in the kernel's backlog), each with a bound on its request head and a time
-//! limit for sending it (and for the TLS handshake before it), so a stalled or
-//! flooding client holds one slot for a bounded time and nothing else. SIGTERM or SIGINT stops accepting, lets the
+//! wait in the kernel's backlog), each with a bound on its request head, a time
+//! limit for sending it (and for the TLS handshake before it) and one for each
+//! write to a client that stops reading, so a stalled or flooding client holds one
+//! slot for a bounded time and nothing else. SIGTERM or SIGINT stops accepting, lets the
 //! requests in flight finish (for a bounded time), then returns.
 
 use std::convert::Infallible;
@@ -17,6 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
+use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::routes::Routes;
@@ -62,6 +64,7 @@ async fn run(
     );
 
     let header_timeout = Duration::from_secs(config.header_timeout_seconds);
+    let write_timeout = Duration::from_secs(config.write_timeout_seconds);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -99,6 +102,11 @@ async fn run(
         connections.spawn(async move {
             let _permit = permit;
             routes.metrics().connection_opened();
+            // A client that stops reading makes writes wait: bounded, so it cannot
+            // keep its slot (the head's read has its own bound, in hyper).
+            let mut stream = TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(write_timeout));
+            let stream = Box::pin(stream);
             let served = match acceptor {
                 None => {
                     let io = TokioIo::new(stream);
