@@ -72,6 +72,8 @@ pub struct Asns {
 struct Loaded {
     stamp: Option<Stamp>,
     resource: Arc<Resource>,
+    /// The last version of the file that could not be read, reported once.
+    rejected: Option<Stamp>,
 }
 
 /// What tells that the file changed: its modification time and size.
@@ -87,6 +89,7 @@ impl Asns {
                 Loaded {
                     stamp: Some(stamp),
                     resource,
+                    rejected: None,
                 }
             }
             None => Loaded {
@@ -100,6 +103,7 @@ impl Asns {
                     )
                     .into_resource(),
                 ),
+                rejected: None,
             },
         };
         Ok(Asns {
@@ -109,17 +113,18 @@ impl Asns {
     }
 
     /// The names to serve now: read again first if the file changed. When that
-    /// reading fails, the previous names stay and the error is returned beside them.
+    /// reading fails, the previous names stay and the error is returned beside
+    /// them, once for each version of the file.
     pub fn current(&self) -> (Arc<Resource>, Option<AsnsError>) {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let Some(path) = &self.path else {
             return (Arc::clone(&loaded.resource), None);
         };
         let reloaded = stamp(path).and_then(|now| {
-            if loaded.stamp == Some(now) {
+            if loaded.stamp == Some(now) || loaded.rejected == Some(now) {
                 return Ok(());
             }
-            let names = read(path)?;
+            let names = read(path).inspect_err(|_| loaded.rejected = Some(now))?;
             loaded.resource = Arc::new(table(&names).into_resource());
             loaded.stamp = Some(now);
             Ok(())
@@ -168,15 +173,6 @@ fn is_mmdb(bytes: &[u8]) -> bool {
     tail.windows(MARKER.len()).any(|w| w == MARKER)
 }
 
-/// Which CSV form, from the header line.
-#[derive(Debug, Clone, Copy)]
-enum CsvForm {
-    /// `asn,name`.
-    Plain { asn: usize, name: usize },
-    /// GeoLite2-ASN-Blocks: one row per network.
-    GeoLite { asn: usize, name: usize },
-}
-
 fn read_csv(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, String>, AsnsError> {
     let error = |message: String| AsnsError::Csv {
         path: path.to_owned(),
@@ -191,14 +187,14 @@ fn read_csv(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, String>, AsnsErro
         .map_err(|e| error(format!("no header line: {e}")))?
         .clone();
     let column = |name: &str| header.iter().position(|h| h.trim() == name);
-    let form = match (
+    // `asn,name`, or GeoLite2-ASN-Blocks (one row per network).
+    let (asn_at, name_at) = match (
         column("asn"),
         column("name"),
         column("autonomous_system_number"),
         column("autonomous_system_organization"),
     ) {
-        (Some(asn), Some(name), _, _) => CsvForm::Plain { asn, name },
-        (_, _, Some(asn), Some(name)) => CsvForm::GeoLite { asn, name },
+        (Some(asn), Some(name), _, _) | (_, _, Some(asn), Some(name)) => (asn, name),
         _ => {
             return Err(error(format!(
                 "the header `{}` has neither `asn,name` nor GeoLite2's \
@@ -206,9 +202,6 @@ fn read_csv(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, String>, AsnsErro
                 header.iter().collect::<Vec<_>>().join(",")
             )));
         }
-    };
-    let (asn_at, name_at) = match form {
-        CsvForm::Plain { asn, name } | CsvForm::GeoLite { asn, name } => (asn, name),
     };
     let mut names = BTreeMap::new();
     for record in reader.records() {
@@ -304,6 +297,10 @@ mod tests {
         assert!(
             error.contains("line 3: `three` is not an AS number"),
             "{error}"
+        );
+        assert!(
+            asns.current().1.is_none(),
+            "one report per version of the file"
         );
     }
 
