@@ -18,7 +18,7 @@ use tempfile::TempDir;
 
 /// A running `serve` with its own config file and log.
 struct Serve {
-    _process: Process,
+    process: Process,
     port: u16,
     dir: TempDir,
 }
@@ -63,11 +63,7 @@ impl Serve {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Serve {
-            _process: process,
-            port,
-            dir,
-        }
+        Serve { process, port, dir }
     }
 
     fn url(&self, path: &str) -> String {
@@ -76,6 +72,15 @@ impl Serve {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap()
+    }
+
+    /// Waits (bounded) until the log has `line`.
+    fn wait_for_log(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().lines().any(|l| l == line) {
+            assert!(Instant::now() < deadline, "no {line:?} in:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -1096,4 +1101,32 @@ fn a_client_that_stops_reading_loses_its_slot() {
         received.len() < text.len(),
         "the silent client's connection was closed before the whole body"
     );
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_stops() {
+    let upstream = Upstream::start();
+    let serve = Serve::start(
+        "",
+        &format!(
+            "[grafana]\nupstream = \"http://127.0.0.1:{}\"\n",
+            upstream.port
+        ),
+    );
+    let request = b"GET /grafana/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut client = send(serve.port, request).unwrap();
+    let mut received = vec![0; 64 * 1024];
+    let n = client.read(&mut received).unwrap();
+    assert!(n > 0, "the response has begun");
+    received.truncate(n);
+
+    serve.process.signal(libc::SIGTERM);
+    serve.wait_for_log("flow-provisioner: stopping: finishing the requests in flight");
+    // The upstream sends the rest only now: the response in flight still completes.
+    upstream.first_part_received.send(()).unwrap();
+    client.read_to_end(&mut received).unwrap();
+    let answer = Answer::parse(&received);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.len(), STREAM_TOTAL);
+    serve.wait_for_log("flow-provisioner: stopped");
 }
