@@ -695,6 +695,11 @@ impl Upstream {
         }
     }
 
+    /// The `[grafana]` section that points the proxy here.
+    fn grafana_section(&self) -> String {
+        format!("[grafana]\nupstream = \"http://127.0.0.1:{}\"\n", self.port)
+    }
+
     fn serve_one(
         stream: TcpStream,
         seen: &mpsc::Sender<Seen>,
@@ -801,13 +806,7 @@ impl Upstream {
 #[test]
 fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
     let upstream = Upstream::start();
-    let serve = Serve::start(
-        "",
-        &format!(
-            "[grafana]\nupstream = \"http://127.0.0.1:{}\"\n",
-            upstream.port
-        ),
-    );
+    let serve = Serve::start("", &upstream.grafana_section());
 
     // GET: path and query with the prefix kept, headers through, hop-by-hop out,
     // X-Forwarded-* in; the response's headers and status come back.
@@ -1026,10 +1025,7 @@ fn https_with_the_configured_certificate() {
             cert.display(),
             key.display()
         ),
-        &format!(
-            "[grafana]\nupstream = \"http://127.0.0.1:{}\"\n",
-            upstream.port
-        ),
+        &upstream.grafana_section(),
         |port| {
             Command::new("curl")
                 .args(["-sf", "--max-time", "5", "--cacert", &cacert])
@@ -1106,13 +1102,7 @@ fn a_client_that_stops_reading_loses_its_slot() {
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_stops() {
     let upstream = Upstream::start();
-    let serve = Serve::start(
-        "",
-        &format!(
-            "[grafana]\nupstream = \"http://127.0.0.1:{}\"\n",
-            upstream.port
-        ),
-    );
+    let serve = Serve::start("", &upstream.grafana_section());
     let request = b"GET /grafana/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     let mut client = send(serve.port, request).unwrap();
     let mut received = vec![0; 64 * 1024];
