@@ -251,6 +251,14 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A temporary `asns.csv` holding `text` (kept while the directory lives).
+    fn written(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("asns.csv");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
     fn body(asns: &Asns) -> String {
         String::from_utf8(asns.current().0.body().to_vec()).unwrap()
     }
@@ -264,16 +272,12 @@ mod tests {
 
     #[test]
     fn geolite_csv_is_read_once_per_as() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("GeoLite2-ASN-Blocks-IPv4.csv");
-        std::fs::write(
-            &path,
+        let (_dir, path) = written(
             "network,autonomous_system_number,autonomous_system_organization\n\
              1.0.0.0/24,13335,CLOUDFLARENET\n8.8.8.0/24,15169,GOOGLE\n\
              8.8.4.0/24,15169,GOOGLE\n1.1.1.0/24,13335,CLOUDFLARENET\n\
              5.6.7.0/24,64512,\"Example, Inc.\"\n",
-        )
-        .unwrap();
+        );
         let text = body(&Asns::load(Some(&path)).unwrap());
         assert_eq!(
             text,
@@ -283,9 +287,7 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_read_again_and_a_broken_one_keeps_the_old_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("asns.csv");
-        std::fs::write(&path, "asn,name\n1,ONE\n").unwrap();
+        let (_dir, path) = written("asn,name\n1,ONE\n");
         let asns = Asns::load(Some(&path)).unwrap();
         assert_eq!(body(&asns), "asn,name\n1,ONE\n");
         std::fs::write(&path, "asn,name\n1,ONE\n2,TWO\n").unwrap();
@@ -306,9 +308,7 @@ mod tests {
 
     #[test]
     fn bad_files_say_what_is_wrong() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("asns.csv");
-        std::fs::write(&path, "number,organisation\n1,ONE\n").unwrap();
+        let (dir, path) = written("number,organisation\n1,ONE\n");
         let err = Asns::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("neither `asn,name`"), "{err}");
         let err = Asns::load(Some(&dir.path().join("missing.csv")))
