@@ -56,6 +56,24 @@ pub fn binary(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut cargo = std::process::Command::new(env!("CARGO"));
+        // The variables cargo sets for this test process are not the outer build's:
+        // build scripts that watch one (ring watches CARGO_MANIFEST_DIR) would run
+        // again and rebuild their crates on every test run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || matches!(
+                    key.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                )
+            {
+                cargo.env_remove(key.as_ref());
+            }
+        }
         // Each binary is its package's only one, of the same name.
         cargo.args(["build", "--quiet", "-p", name, "--bin", name]);
         if release {

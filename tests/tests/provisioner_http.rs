@@ -18,7 +18,7 @@ use tempfile::TempDir;
 
 /// A running `serve` with its own config file and log.
 struct Serve {
-    _process: Process,
+    process: Process,
     port: u16,
     dir: TempDir,
 }
@@ -27,6 +27,17 @@ impl Serve {
     /// Starts `serve` with `[http]` keys `http` and the other sections `rest`, and
     /// waits (bounded) for `/healthz`.
     fn start(http: &str, rest: &str) -> Serve {
+        Serve::start_with(http, rest, |port| {
+            raw(
+                port,
+                b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            )
+            .is_ok_and(|answer| answer.status == 200)
+        })
+    }
+
+    /// Starts `serve` and waits (bounded) until `ready(port)`.
+    fn start_with(http: &str, rest: &str, ready: impl Fn(u16) -> bool) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("provisioner.toml");
@@ -42,11 +53,7 @@ impl Serve {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             process.assert_running();
-            if let Ok(answer) = raw(
-                port,
-                b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            ) && answer.status == 200
-            {
+            if ready(port) {
                 break;
             }
             assert!(
@@ -56,11 +63,7 @@ impl Serve {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Serve {
-            _process: process,
-            port,
-            dir,
-        }
+        Serve { process, port, dir }
     }
 
     fn url(&self, path: &str) -> String {
@@ -69,6 +72,15 @@ impl Serve {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap()
+    }
+
+    /// Waits (bounded) until the log has `line`.
+    fn wait_for_log(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().lines().any(|l| l == line) {
+            assert!(Instant::now() < deadline, "no {line:?} in:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -133,27 +145,38 @@ fn curl(args: &[&str]) -> Answer {
     } else {
         &["-D", "-"][..]
     };
-    let output = Command::new("curl")
+    let mut command = Command::new("curl");
+    command
         .args(["-sS", "--http1.1", "--max-time", "60"])
         .args(args)
-        .args(head)
-        .output()
-        .unwrap();
+        .args(head);
+    Answer::parse(&succeed(&mut command))
+}
+
+/// Runs `command` and returns its output; it must exit 0.
+fn succeed(command: &mut Command) -> Vec<u8> {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "curl {args:?}: {}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Answer::parse(&output.stdout)
+    output.stdout
+}
+
+/// A fresh connection that has sent `request` as is (maybe only part of one), with
+/// a bound on how long a read waits.
+fn send(port: u16, request: &[u8]) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.write_all(request)?;
+    Ok(stream)
 }
 
 /// Sends `request` as is on a fresh connection and reads the answer to EOF.
 fn raw(port: u16, request: &[u8]) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(request)?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+    send(port, request)?.read_to_end(&mut response)?;
     if response.is_empty() {
         return Err(std::io::Error::other("closed without an answer"));
     }
@@ -180,15 +203,8 @@ fn init_sh_writes_every_schema_byte_for_byte_and_again_idempotently() {
     std::fs::write(&script, &answer.body).unwrap();
     let schemas = work.path().join("format_schemas");
 
-    let run = |dir: &Path| {
-        let output = Command::new("sh").arg(&script).arg(dir).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let run =
+        |dir: &Path| String::from_utf8(succeed(Command::new("sh").arg(&script).arg(dir))).unwrap();
     let first = run(&schemas);
     let second = run(&schemas);
     for version in flow_proto::VERSIONS {
@@ -221,22 +237,17 @@ fn init_sh_writes_every_schema_byte_for_byte_and_again_idempotently() {
     // A changed file is put back; the README's `curl … | sh` form with the variable.
     let first_name = flow_proto::VERSIONS[0].proto_file_name();
     std::fs::write(schemas.join(&first_name), "stale").unwrap();
-    let piped = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "curl -sSf {} | sh",
-            serve.url(&format!("{API}/init.sh"))
-        ))
-        .env("CLICKHOUSE_FORMAT_SCHEMAS", &schemas)
-        .output()
-        .unwrap();
-    assert!(
-        piped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&piped.stderr)
+    let piped = succeed(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "curl -sSf {} | sh",
+                serve.url(&format!("{API}/init.sh"))
+            ))
+            .env("CLICKHOUSE_FORMAT_SCHEMAS", &schemas),
     );
     assert!(
-        String::from_utf8_lossy(&piped.stdout)
+        String::from_utf8_lossy(&piped)
             .contains(&format!("wrote {}", schemas.join(&first_name).display()))
     );
     assert_eq!(
@@ -556,11 +567,7 @@ fn unknown_paths_wrong_methods_and_huge_heads_are_refused_and_counted() {
 
 /// Opens a connection and sends the start of a request, never the end.
 fn stall(port: u16) -> TcpStream {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: stalled\r\nX-Half")
-        .unwrap();
-    stream
+    send(port, b"GET /healthz HTTP/1.1\r\nHost: stalled\r\nX-Half").unwrap()
 }
 
 #[test]
@@ -609,6 +616,11 @@ fn bad_config_stops_start_up_naming_the_key() {
             1,
             "dictionaries.asns",
         ),
+        (
+            "[http.tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
+            1,
+            "http.tls.cert_file",
+        ),
     ];
     for (text, code, key) in cases {
         let config = dir.path().join("bad.toml");
@@ -624,6 +636,11 @@ fn bad_config_stops_start_up_naming_the_key() {
         assert_eq!(output.status.code(), Some(code), "{text}: {stderr}");
         assert!(stderr.contains(key), "{text}: {stderr}");
     }
+}
+
+/// Whether a request head has this header line, names compared without case.
+fn has_line(head: &str, line: &str) -> bool {
+    head.lines().any(|l| l.eq_ignore_ascii_case(line))
 }
 
 /// What the test upstream saw of one request.
@@ -678,6 +695,11 @@ impl Upstream {
         }
     }
 
+    /// The `[grafana]` section that points the proxy here.
+    fn grafana_section(&self) -> String {
+        format!("[grafana]\nupstream = \"http://127.0.0.1:{}\"\n", self.port)
+    }
+
     fn serve_one(
         stream: TcpStream,
         seen: &mpsc::Sender<Seen>,
@@ -724,6 +746,21 @@ impl Upstream {
             body.resize(length.parse().unwrap_or(0), 0);
             reader.read_exact(&mut body)?;
         }
+        if path == "/grafana/api/live/ws" {
+            // A WebSocket-like switch, then an echo of whatever comes through.
+            writer.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )?;
+            let _ = seen.send(Seen { head, body });
+            let mut buffer = [0; 1024];
+            loop {
+                let n = reader.read(&mut buffer)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer.write_all(&buffer[..n])?;
+            }
+        }
         if path == "/grafana/stream" {
             write!(
                 writer,
@@ -769,13 +806,7 @@ impl Upstream {
 #[test]
 fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
     let upstream = Upstream::start();
-    let serve = Serve::start(
-        "",
-        &format!(
-            "[grafana]\nupstream = \"http://127.0.0.1:{}\"\n",
-            upstream.port
-        ),
-    );
+    let serve = Serve::start("", &upstream.grafana_section());
 
     // GET: path and query with the prefix kept, headers through, hop-by-hop out,
     // X-Forwarded-* in; the response's headers and status come back.
@@ -797,7 +828,7 @@ fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
         request_line,
         "GET /grafana/d/abc?orgId=1&from=now-1h HTTP/1.1"
     );
-    let has = |line: &str| seen.head.lines().any(|l| l.eq_ignore_ascii_case(line));
+    let has = |line: &str| has_line(&seen.head, line);
     assert!(has("x-custom: kept"), "{}", seen.head);
     assert!(has("host: flows.example.net"), "{}", seen.head);
     assert!(has("x-forwarded-for: 127.0.0.1"), "{}", seen.head);
@@ -843,16 +874,12 @@ fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
 
     // The request body is streamed: the upstream has the first chunk before the
     // client sends the rest.
-    let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, serve.port)).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    client
-        .write_all(
-            b"POST /grafana/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
-              Connection: close\r\n\r\n5\r\nfirst\r\n",
-        )
-        .unwrap();
+    let mut client = send(
+        serve.port,
+        b"POST /grafana/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n5\r\nfirst\r\n",
+    )
+    .unwrap();
     upstream
         .first_chunk_arrived
         .recv_timeout(Duration::from_secs(60))
@@ -867,13 +894,8 @@ fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
 
     // A large response is streamed: the client has the first part while the
     // upstream still holds the rest.
-    let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, serve.port)).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    client
-        .write_all(b"GET /grafana/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let request = b"GET /grafana/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut client = send(serve.port, request).unwrap();
     let mut received = Vec::new();
     let mut buffer = vec![0; 64 * 1024];
     let head_end = loop {
@@ -902,6 +924,33 @@ fn the_grafana_proxy_passes_requests_and_streams_both_ways() {
             .enumerate()
             .all(|(i, b)| *b == pattern(i))
     );
+
+    // A WebSocket upgrade (Grafana Live) becomes a tunnel both ways.
+    let mut socket = send(
+        serve.port,
+        b"GET /grafana/api/live/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0];
+        socket.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(has_line(&head, "upgrade: websocket"), "{head}");
+    let seen = upstream.seen.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(has_line(&seen.head, "upgrade: websocket"), "{}", seen.head);
+    assert!(has_line(&seen.head, "connection: upgrade"), "{}", seen.head);
+    for message in [&b"hello"[..], b"and again"] {
+        socket.write_all(message).unwrap();
+        let mut echoed = vec![0; message.len()];
+        socket.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, message);
+    }
+    drop(socket);
 
     // An absolute-form request naming another host still goes to the one upstream.
     let answer = raw(
@@ -945,4 +994,129 @@ fn the_grafana_proxy_answers_502_when_the_upstream_is_down() {
     );
     // The rest of the endpoints are unaffected.
     assert_eq!(curl(&[&serve.url("/healthz")]).status, 200);
+}
+
+#[test]
+fn https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    succeed(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let upstream = Upstream::start();
+    let cacert = cert.display().to_string();
+    let serve = Serve::start_with(
+        &format!(
+            "[http.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        &upstream.grafana_section(),
+        |port| {
+            Command::new("curl")
+                .args(["-sf", "--max-time", "5", "--cacert", &cacert])
+                .arg(format!("https://127.0.0.1:{port}/healthz"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    );
+    let https = serve.url("").replace("http://", "https://");
+    // Clients that connect and never start the handshake do not stop the others.
+    let stalled: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, serve.port)).unwrap())
+        .collect();
+    let answer = curl(&["--cacert", &cacert, &format!("{https}{API}/protocols.csv")]);
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.text().contains("\n17,UDP,User Datagram\n"),
+        "{}",
+        answer.text()
+    );
+    let proxied = curl(&["--cacert", &cacert, &format!("{https}/grafana/api/health")]);
+    assert_eq!(proxied.status, 200);
+    let seen = upstream.seen.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        seen.head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("x-forwarded-proto: https")),
+        "{}",
+        seen.head
+    );
+    // Plain HTTP on the HTTPS port gets no HTTP answer (a TLS alert at most), and
+    // nothing else is disturbed.
+    let mut reply = Vec::new();
+    send(serve.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap()
+        .read_to_end(&mut reply)
+        .unwrap();
+    assert!(!reply.starts_with(b"HTTP/"), "{reply:?}");
+    assert_eq!(
+        curl(&["--cacert", &cacert, &format!("{https}/healthz")]).status,
+        200
+    );
+    drop(stalled);
+}
+
+#[test]
+fn a_client_that_stops_reading_loses_its_slot() {
+    // An AS list far larger than the loopback socket buffers, so that writing it to
+    // a client that reads nothing has to wait.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("asns.csv");
+    let mut text = String::from("asn,name\n");
+    for asn in 1..=600_000u32 {
+        text.push_str(&format!("{asn},AS-NAME-THAT-TAKES-ROOM-{asn:08}\n"));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let serve = Serve::start(
+        "max_connections = 1\nwrite_timeout_seconds = 1\n",
+        &format!("[dictionaries]\nasns = \"{}\"\n", file.display()),
+    );
+    let request = format!("GET {API}/asns.csv HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut silent = send(serve.port, request.as_bytes()).unwrap();
+    // The one slot is the silent client's until its write times out; then the next
+    // client is served (with no write timeout, this curl waits forever).
+    assert_eq!(curl(&[&serve.url("/healthz")]).status, 200);
+    let mut received = Vec::new();
+    let _ = silent.read_to_end(&mut received);
+    assert!(
+        received.len() < text.len(),
+        "the silent client's connection was closed before the whole body"
+    );
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_stops() {
+    let upstream = Upstream::start();
+    let serve = Serve::start("", &upstream.grafana_section());
+    let request = b"GET /grafana/stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut client = send(serve.port, request).unwrap();
+    let mut received = vec![0; 64 * 1024];
+    let n = client.read(&mut received).unwrap();
+    assert!(n > 0, "the response has begun");
+    received.truncate(n);
+
+    serve.process.signal(libc::SIGTERM);
+    serve.wait_for_log("flow-provisioner: stopping: finishing the requests in flight");
+    // The upstream sends the rest only now: the response in flight still completes.
+    upstream.first_part_received.send(()).unwrap();
+    client.read_to_end(&mut received).unwrap();
+    let answer = Answer::parse(&received);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.len(), STREAM_TOTAL);
+    serve.wait_for_log("flow-provisioner: stopped");
 }

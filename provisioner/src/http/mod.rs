@@ -7,6 +7,7 @@
 //! - [`schemas`]: `init.sh` and `flow-vN.proto`.
 //! - [`dictionaries`]: `protocols.csv`, `asns.csv`, `networks.csv`.
 //! - [`proxy`]: the Grafana reverse proxy.
+//! - [`tls`]: the certificate and key for HTTPS, when configured.
 //!
 //! Built on hyper rather than tiny_http: tiny_http 0.12 sets no read timeout on a
 //! connection (a client that sends half a request holds its thread forever), puts
@@ -26,6 +27,7 @@ mod resource;
 mod routes;
 pub mod schemas;
 mod server;
+mod tls;
 
 pub use server::serve;
 
@@ -49,8 +51,23 @@ pub struct HttpConfig {
     pub header_timeout_seconds: u64,
     /// The largest request head (request line and headers) accepted; larger gets 431.
     pub max_header_bytes: usize,
+    /// Seconds a write to a client may wait (a client that stops reading) before
+    /// the connection is closed.
+    pub write_timeout_seconds: u64,
     /// Threads that run the handlers.
     pub worker_threads: usize,
+    /// `[http.tls]`: serve HTTPS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[http.tls]`: PEM files for HTTPS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
 }
 
 /// A user name and password for HTTP basic authentication.
@@ -81,7 +98,9 @@ impl Default for HttpConfig {
             max_connections: 256,
             header_timeout_seconds: 10,
             max_header_bytes: 16 * 1024,
+            write_timeout_seconds: 60,
             worker_threads: 2,
+            tls: None,
         }
     }
 }
@@ -91,6 +110,7 @@ impl HttpConfig {
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.tls.is_some() => format!("https://{}", self.listen),
             None => format!("http://{}", self.listen),
         }
     }
@@ -100,6 +120,7 @@ impl HttpConfig {
         let positive = [
             ("http.max_connections", self.max_connections as u64),
             ("http.header_timeout_seconds", self.header_timeout_seconds),
+            ("http.write_timeout_seconds", self.write_timeout_seconds),
             ("http.worker_threads", self.worker_threads as u64),
         ];
         for (key, value) in positive {
@@ -150,6 +171,14 @@ pub enum HttpError {
     /// The AS names could not be loaded at start-up.
     #[error("dictionaries.asns: {0}")]
     Asns(#[from] dictionaries::asns::AsnsError),
+    /// The certificate or key cannot be used.
+    #[error("{key}: {message}")]
+    Tls {
+        /// `http.tls.cert_file` or `http.tls.key_file`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A schema cannot be written by a shell script.
     #[error(transparent)]
     Schema(#[from] schemas::SchemaError),

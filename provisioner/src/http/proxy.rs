@@ -3,6 +3,9 @@
 //! and X-Forwarded-For/Proto/Host added. The path, prefix included, is forwarded as
 //! it came, which is what Grafana's `serve_from_sub_path` expects.
 //!
+//! WebSocket upgrades (Grafana Live) are passed on, and after the upstream's 101
+//! the two connections are joined into a tunnel.
+//!
 //! It connects only ever to the configured upstream: the request's path and Host
 //! header go to that one address and are never used to choose where to connect,
 //! so it cannot be used as an open proxy. One upstream connection per request (a
@@ -10,6 +13,7 @@
 //! obvious, at the cost of a TCP handshake on loopback or LAN per request.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -19,6 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 use super::invalid;
 use super::metrics::Metrics;
@@ -37,6 +42,9 @@ pub struct GrafanaConfig {
     pub connect_timeout_seconds: u64,
     /// Seconds to wait for the upstream's response head before answering 504.
     pub response_timeout_seconds: u64,
+    /// WebSocket tunnels open at once (they outlive their HTTP connection's slot);
+    /// beyond, an upgrade request gets 503.
+    pub max_websockets: usize,
 }
 
 impl Default for GrafanaConfig {
@@ -46,6 +54,7 @@ impl Default for GrafanaConfig {
             upstream: None,
             connect_timeout_seconds: 5,
             response_timeout_seconds: 60,
+            max_websockets: 128,
         }
     }
 }
@@ -83,6 +92,7 @@ impl GrafanaConfig {
                 "grafana.response_timeout_seconds",
                 self.response_timeout_seconds,
             ),
+            ("grafana.max_websockets", self.max_websockets as u64),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -142,6 +152,8 @@ pub struct Proxy {
     url: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+    max_websockets: usize,
+    tunnels: Arc<Semaphore>,
 }
 
 /// Why a request could not be forwarded; each becomes a 502 or 504 naming the upstream.
@@ -155,6 +167,8 @@ enum ProxyError {
     Exchange(hyper::Error),
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
+    #[error("{0} WebSocket tunnels are open already (grafana.max_websockets)")]
+    TooManyTunnels(usize),
 }
 
 impl Proxy {
@@ -168,6 +182,8 @@ impl Proxy {
             url: url.trim_end_matches('/').to_owned(),
             connect_timeout: Duration::from_secs(config.connect_timeout_seconds),
             response_timeout: Duration::from_secs(config.response_timeout_seconds),
+            max_websockets: config.max_websockets,
+            tunnels: Arc::new(Semaphore::new(config.max_websockets)),
         })
     }
 
@@ -183,9 +199,10 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
         metrics: &Metrics,
     ) -> Response<Body> {
-        match self.exchange(request, peer).await {
+        match self.exchange(request, peer, secure).await {
             Ok(response) => response,
             Err(e) => {
                 metrics.upstream_error();
@@ -193,6 +210,7 @@ impl Proxy {
                     ProxyError::ConnectTimeout(_) | ProxyError::ResponseTimeout(_) => {
                         StatusCode::GATEWAY_TIMEOUT
                     }
+                    ProxyError::TooManyTunnels(_) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::BAD_GATEWAY,
                 };
                 eprintln!("flow-provisioner: grafana upstream {}: {e}", self.url);
@@ -206,9 +224,22 @@ impl Proxy {
 
     async fn exchange(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
     ) -> Result<Response<Body>, ProxyError> {
+        // A WebSocket (Grafana Live) asks to switch protocols: the one hop-by-hop
+        // header pair that must be passed on, and then the connection is a tunnel.
+        let protocol = upgrade_protocol(request.headers());
+        let tunnel_slot = match protocol {
+            Some(_) => Some(
+                Arc::clone(&self.tunnels)
+                    .try_acquire_owned()
+                    .map_err(|_| ProxyError::TooManyTunnels(self.max_websockets))?,
+            ),
+            None => None,
+        };
+        let client_side = protocol.is_some().then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         // Origin form only: an absolute-form request line still goes to our upstream.
         let target = parts
@@ -224,10 +255,16 @@ impl Proxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         remove_hop_by_hop(&mut parts.headers);
-        add_forwarded(&mut parts.headers, peer, client_host.as_ref());
+        add_forwarded(&mut parts.headers, peer, secure, client_host.as_ref());
         // Grafana checks Origin against Host on writes, so the client's Host is kept.
         let host = client_host.unwrap_or_else(|| self.upstream.authority.clone());
         parts.headers.insert(header::HOST, host);
+        if let Some(protocol) = &protocol {
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         parts.uri = target;
         parts.version = Version::HTTP_11;
 
@@ -240,20 +277,64 @@ impl Proxy {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(ProxyError::Exchange)?;
-        // Drives the upstream connection until the response body is read or dropped.
-        tokio::spawn(connection);
+        // Drives the upstream connection until the response body is read or dropped
+        // (or, after a 101, hands it over to the tunnel).
+        tokio::spawn(connection.with_upgrades());
         let send = sender.send_request(Request::from_parts(parts, body));
-        let response = tokio::time::timeout(self.response_timeout, send)
+        let mut response = tokio::time::timeout(self.response_timeout, send)
             .await
             .map_err(|_| ProxyError::ResponseTimeout(self.response_timeout))?
             .map_err(ProxyError::Exchange)?;
+        let switched = match (client_side, tunnel_slot) {
+            (Some(client_side), Some(slot))
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS =>
+            {
+                let upstream_side = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    tunnel(client_side, upstream_side).await;
+                    drop(slot);
+                });
+                upgrade_protocol(response.headers())
+            }
+            _ => None,
+        };
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = switched {
+            parts.headers.insert(header::UPGRADE, protocol);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         Ok(Response::from_parts(
             parts,
             body.map_err(BoxError::from).boxed(),
         ))
     }
+}
+
+/// The protocol asked for (or agreed to) when the Connection header has the
+/// `upgrade` token and an Upgrade header names one.
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Copies bytes both ways between the client's and the upstream's switched
+/// connections until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+        return;
+    };
+    let _ =
+        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
 }
 
 /// Headers that describe one connection and must not cross the proxy (RFC 9110
@@ -286,7 +367,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// X-Forwarded-For gets the client's address appended; Proto and Host say how the
 /// client reached us.
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    secure: bool,
+    host: Option<&HeaderValue>,
+) {
     let earlier: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -301,7 +387,8 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&Header
     if let Ok(chain) = HeaderValue::from_str(&chain) {
         headers.insert("x-forwarded-for", chain);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let proto = if secure { "https" } else { "http" };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     match host {
         Some(host) => headers.insert("x-forwarded-host", host.clone()),
         None => headers.remove("x-forwarded-host"),
@@ -374,17 +461,14 @@ mod tests {
         );
         remove_hop_by_hop(&mut headers);
         let host = HeaderValue::from_static("flows.example.net");
-        add_forwarded(
-            &mut headers,
-            "[::ffff:192.0.2.7]:5000".parse().unwrap(),
-            Some(&host),
-        );
+        let peer = "[::ffff:192.0.2.7]:5000".parse().unwrap();
+        add_forwarded(&mut headers, peer, true, Some(&host));
         assert!(headers.get("x-private").is_none());
         assert!(headers.get("keep-alive").is_none());
         assert!(headers.get(header::TRANSFER_ENCODING).is_none());
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
         assert_eq!(headers["x-forwarded-host"], "flows.example.net");
-        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers[header::COOKIE], "grafana_session=abc");
     }
 }

@@ -31,7 +31,8 @@ impl Resource {
         }
     }
 
-    /// The bytes served.
+    /// The bytes served, for the tests of what builds them.
+    #[cfg(test)]
     pub fn body(&self) -> &Bytes {
         &self.body
     }

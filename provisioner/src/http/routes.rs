@@ -95,9 +95,15 @@ impl Routes {
         &self.metrics
     }
 
-    /// Answers one request and counts the answer under its route.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let (route, response) = self.dispatch(request, peer).await;
+    /// Answers one request (that came over HTTPS when `secure`) and counts the
+    /// answer under its route.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        secure: bool,
+    ) -> Response<Body> {
+        let (route, response) = self.dispatch(request, peer, secure).await;
         self.metrics.request(route, response.status().as_u16());
         response
     }
@@ -106,13 +112,17 @@ impl Routes {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
     ) -> (&str, Response<Body>) {
         let path = request.uri().path();
         // Grafana does its own authentication, with its own Authorization header.
         if let Some(proxy) = &self.grafana
             && proxy.serves(path)
         {
-            return ("grafana", proxy.forward(request, peer, &self.metrics).await);
+            return (
+                "grafana",
+                proxy.forward(request, peer, secure, &self.metrics).await,
+            );
         }
         if path == "/healthz" {
             return match allowed(request.method()) {
@@ -128,24 +138,36 @@ impl Routes {
             );
             return ("unauthorized", response);
         }
-        let (route, response) = if path == "/metrics" {
-            let mut response = text(StatusCode::OK, self.metrics.render());
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            ("/metrics", response)
+        let target = if path == "/metrics" {
+            Target::Metrics
         } else if path == ASNS {
-            (ASNS, self.asns(request.headers()).await)
+            Target::Asns
         } else if let Some((route, file)) = self.files.get_key_value(path) {
-            (route.as_str(), file.respond(request.headers()))
+            Target::File(route, file)
         } else {
             return ("unknown", text(StatusCode::NOT_FOUND, "not found\n"));
         };
-        match allowed(request.method()) {
-            Some(refusal) => (route, refusal),
-            None => (route, response),
+        let route = match target {
+            Target::Metrics => "/metrics",
+            Target::Asns => ASNS,
+            Target::File(route, _) => route.as_str(),
+        };
+        if let Some(refusal) = allowed(request.method()) {
+            return (route, refusal);
         }
+        let response = match target {
+            Target::Metrics => {
+                let mut response = text(StatusCode::OK, self.metrics.render());
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            Target::Asns => self.asns(request.headers()).await,
+            Target::File(_, file) => file.respond(request.headers()),
+        };
+        (route, response)
     }
 
     /// `asns.csv`, read again first if its file changed (off the async threads:
@@ -195,6 +217,14 @@ impl Routes {
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// What a path under the authentication names.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    Metrics,
+    Asns,
+    File(&'a String, &'a Resource),
 }
 
 /// `None` for GET and HEAD, else the 405 to send.

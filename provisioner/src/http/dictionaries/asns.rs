@@ -72,6 +72,8 @@ pub struct Asns {
 struct Loaded {
     stamp: Option<Stamp>,
     resource: Arc<Resource>,
+    /// The last version of the file that could not be read, reported once.
+    rejected: Option<Stamp>,
 }
 
 /// What tells that the file changed: its modification time and size.
@@ -87,6 +89,7 @@ impl Asns {
                 Loaded {
                     stamp: Some(stamp),
                     resource,
+                    rejected: None,
                 }
             }
             None => Loaded {
@@ -100,6 +103,7 @@ impl Asns {
                     )
                     .into_resource(),
                 ),
+                rejected: None,
             },
         };
         Ok(Asns {
@@ -109,17 +113,18 @@ impl Asns {
     }
 
     /// The names to serve now: read again first if the file changed. When that
-    /// reading fails, the previous names stay and the error is returned beside them.
+    /// reading fails, the previous names stay and the error is returned beside
+    /// them, once for each version of the file.
     pub fn current(&self) -> (Arc<Resource>, Option<AsnsError>) {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let Some(path) = &self.path else {
             return (Arc::clone(&loaded.resource), None);
         };
         let reloaded = stamp(path).and_then(|now| {
-            if loaded.stamp == Some(now) {
+            if loaded.stamp == Some(now) || loaded.rejected == Some(now) {
                 return Ok(());
             }
-            let names = read(path)?;
+            let names = read(path).inspect_err(|_| loaded.rejected = Some(now))?;
             loaded.resource = Arc::new(table(&names).into_resource());
             loaded.stamp = Some(now);
             Ok(())
@@ -168,15 +173,6 @@ fn is_mmdb(bytes: &[u8]) -> bool {
     tail.windows(MARKER.len()).any(|w| w == MARKER)
 }
 
-/// Which CSV form, from the header line.
-#[derive(Debug, Clone, Copy)]
-enum CsvForm {
-    /// `asn,name`.
-    Plain { asn: usize, name: usize },
-    /// GeoLite2-ASN-Blocks: one row per network.
-    GeoLite { asn: usize, name: usize },
-}
-
 fn read_csv(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, String>, AsnsError> {
     let error = |message: String| AsnsError::Csv {
         path: path.to_owned(),
@@ -191,14 +187,14 @@ fn read_csv(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, String>, AsnsErro
         .map_err(|e| error(format!("no header line: {e}")))?
         .clone();
     let column = |name: &str| header.iter().position(|h| h.trim() == name);
-    let form = match (
+    // `asn,name`, or GeoLite2-ASN-Blocks (one row per network).
+    let (asn_at, name_at) = match (
         column("asn"),
         column("name"),
         column("autonomous_system_number"),
         column("autonomous_system_organization"),
     ) {
-        (Some(asn), Some(name), _, _) => CsvForm::Plain { asn, name },
-        (_, _, Some(asn), Some(name)) => CsvForm::GeoLite { asn, name },
+        (Some(asn), Some(name), _, _) | (_, _, Some(asn), Some(name)) => (asn, name),
         _ => {
             return Err(error(format!(
                 "the header `{}` has neither `asn,name` nor GeoLite2's \
@@ -206,9 +202,6 @@ fn read_csv(path: &Path, bytes: &[u8]) -> Result<BTreeMap<u32, String>, AsnsErro
                 header.iter().collect::<Vec<_>>().join(",")
             )));
         }
-    };
-    let (asn_at, name_at) = match form {
-        CsvForm::Plain { asn, name } | CsvForm::GeoLite { asn, name } => (asn, name),
     };
     let mut names = BTreeMap::new();
     for record in reader.records() {
@@ -258,6 +251,14 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A temporary `asns.csv` holding `text` (kept while the directory lives).
+    fn written(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("asns.csv");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
     fn body(asns: &Asns) -> String {
         String::from_utf8(asns.current().0.body().to_vec()).unwrap()
     }
@@ -271,16 +272,12 @@ mod tests {
 
     #[test]
     fn geolite_csv_is_read_once_per_as() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("GeoLite2-ASN-Blocks-IPv4.csv");
-        std::fs::write(
-            &path,
+        let (_dir, path) = written(
             "network,autonomous_system_number,autonomous_system_organization\n\
              1.0.0.0/24,13335,CLOUDFLARENET\n8.8.8.0/24,15169,GOOGLE\n\
              8.8.4.0/24,15169,GOOGLE\n1.1.1.0/24,13335,CLOUDFLARENET\n\
              5.6.7.0/24,64512,\"Example, Inc.\"\n",
-        )
-        .unwrap();
+        );
         let text = body(&Asns::load(Some(&path)).unwrap());
         assert_eq!(
             text,
@@ -290,9 +287,7 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_read_again_and_a_broken_one_keeps_the_old_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("asns.csv");
-        std::fs::write(&path, "asn,name\n1,ONE\n").unwrap();
+        let (_dir, path) = written("asn,name\n1,ONE\n");
         let asns = Asns::load(Some(&path)).unwrap();
         assert_eq!(body(&asns), "asn,name\n1,ONE\n");
         std::fs::write(&path, "asn,name\n1,ONE\n2,TWO\n").unwrap();
@@ -305,13 +300,15 @@ mod tests {
             error.contains("line 3: `three` is not an AS number"),
             "{error}"
         );
+        assert!(
+            asns.current().1.is_none(),
+            "one report per version of the file"
+        );
     }
 
     #[test]
     fn bad_files_say_what_is_wrong() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("asns.csv");
-        std::fs::write(&path, "number,organisation\n1,ONE\n").unwrap();
+        let (dir, path) = written("number,organisation\n1,ONE\n");
         let err = Asns::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("neither `asn,name`"), "{err}");
         let err = Asns::load(Some(&dir.path().join("missing.csv")))
