@@ -40,7 +40,7 @@ pub fn shared_data_dir() -> PathBuf {
 
 /// The path of one of the workspace's binaries (`flow-agent`, `flow-provisioner`), built
 /// for this test profile. `cargo test --workspace` builds them; when a single test target
-/// runs alone, this builds the binary first, once per process.
+/// runs alone, this builds the binary first, once per process (its package has its name).
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let test_exe = std::env::current_exe().expect("the test executable's path");
@@ -54,7 +54,7 @@ pub fn binary(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo.args(["build", "--quiet", "--bin", name]);
+        cargo.args(["build", "--quiet", "--package", name, "--bin", name]);
         if release {
             cargo.arg("--release");
         }
