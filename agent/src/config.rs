@@ -430,9 +430,9 @@ impl Config {
         let deserializer =
             toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
+            let path = e.path().to_string();
             let message = e.into_inner().message().to_owned();
-            ConfigError::Key { key, message }
+            key_error(path, message)
         })?;
         config.validate()?;
         Ok(config)
@@ -505,6 +505,25 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// A deserialisation error at `path`. A missing field is reported at the path it
+/// is missing from (`.` for the top level), so its own key is appended.
+fn key_error(path: String, message: String) -> ConfigError {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'));
+    match missing {
+        Some(field) => ConfigError::Key {
+            key: if path == "." {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            },
+            message: "required, but missing".to_owned(),
+        },
+        None => ConfigError::Key { key: path, message },
     }
 }
 
@@ -600,9 +619,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_kafka_section_is_named() {
+    fn missing_keys_are_named_with_their_path() {
         let message = error_of("");
-        assert!(message.contains("kafka"), "{message}");
+        assert!(message.starts_with("key `kafka`: required"), "{message}");
+        let message = error_of(&format!("{MINIMAL}[[exporters]]\nname = \"edge\"\n"));
+        assert!(
+            message.starts_with("key `exporters[0].address`: required"),
+            "{message}"
+        );
     }
 
     #[test]

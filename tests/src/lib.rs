@@ -3,11 +3,13 @@
 //! tests check the project against.
 //!
 //! - [`services`]: the Kafka-protocol broker (Tansu) and the ClickHouse engine.
+//! - [`agent`]: the `flow-agent` binary run as an operator runs it.
 //! - [`clients`]: confluent-kafka (librdkafka) and `protoc`, independent of our code.
 //! - [`traffic`]: realistic flow datagrams, made by real exporters from synthetic traffic.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
 pub mod clients;
 pub mod services;
 pub mod traffic;

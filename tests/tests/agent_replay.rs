@@ -27,11 +27,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use flow_agent::pcap::read_udp_datagrams;
+use flow_tests::agent::{AgentProcess, datagrams_seen, free_udp_port, sum};
 use flow_tests::clients::{consume_with_librdkafka, protoc_decode_many, split_length_delimited};
-use flow_tests::services::{KafkaBroker, Process, free_port};
+use flow_tests::services::{KafkaBroker, free_port};
 
 /// A flow in a form both sides can be brought to: field name → value as text.
 type Flow = BTreeMap<String, String>;
@@ -98,7 +98,7 @@ fn groups() -> Vec<Group> {
 
 /// What `flow-agent decode` prints for a group, as [`Flow`]s.
 fn decode_reference(group: &Group) -> Vec<Flow> {
-    let mut command = Command::new(flow_tests::binary("flow-agent"));
+    let mut command = Command::new(flow_tests::agent::binary());
     command.args(["decode", "--timestamps", "flow"]);
     if group.sflow {
         command.args(["--exporter-address", "packet"]);
@@ -218,31 +218,14 @@ fn unescape(text: &str) -> Vec<u8> {
     bytes
 }
 
-/// A free UDP port on 127.0.0.1 (bound then released).
-fn free_udp_port() -> u16 {
-    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|s| s.local_addr())
-        .expect("bind an ephemeral UDP port")
-        .port()
-}
-
-/// The `flow-agent run` binary, with its config file in a temporary directory.
-struct RunningAgent {
-    process: Process,
-    netflow: SocketAddr,
-    sflow: SocketAddr,
-    http: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl RunningAgent {
-    fn start(bootstrap: &str, topic_base: &str) -> RunningAgent {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let netflow = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
-        let sflow = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
-        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let config = format!(
-            r#"
+/// Starts `flow-agent run` with a NetFlow and an sFlow listener (see the module doc).
+/// Returns the agent and the two listeners' addresses.
+fn start_agent(bootstrap: &str, topic_base: &str) -> (AgentProcess, SocketAddr, SocketAddr) {
+    let netflow = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+    let sflow = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+    let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let config = format!(
+        r#"
 [[listeners]]
 address = "{netflow}"
 protocol = "netflow"
@@ -266,94 +249,21 @@ max_flows = 1000000
 [http]
 listen = "{http}"
 "#
-        );
-        let path = dir.path().join("agent.toml");
-        std::fs::write(&path, config).expect("write agent.toml");
-        let mut command = Command::new(flow_tests::binary("flow-agent"));
-        command.arg("run").arg("--config").arg(&path);
-        let process = Process::spawn("flow-agent", command, &dir.path().join("agent.log"));
-        let mut agent = RunningAgent {
-            process,
-            netflow,
-            sflow,
-            http,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while agent.try_metrics().is_none() {
-            agent.process.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "the agent's /metrics never answered"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        agent
-    }
-
-    /// `/metrics`, fetched with curl.
-    fn try_metrics(&self) -> Option<String> {
-        let output = Command::new("curl")
-            .args(["-sf", &format!("http://{}/metrics", self.http)])
-            .output()
-            .expect("run curl");
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8(output.stdout).expect("metrics text"))
-    }
-
-    fn metrics(&mut self) -> String {
-        self.process.assert_running();
-        self.try_metrics().expect("the agent's /metrics")
-    }
-
-    /// Polls `/metrics` until `done` holds; a minute without is a hang, not a timing claim.
-    fn wait_for(&mut self, what: &str, mut done: impl FnMut(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = self.metrics();
-            if done(&text) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gave up waiting for {what}:\n{text}\n{}",
-                self.process.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    );
+    (AgentProcess::start(&config, http), netflow, sflow)
 }
 
-/// Datagrams the agent has read: recognised ones, and those of no known protocol.
-fn seen(metrics: &str) -> u64 {
-    sum(metrics, "flow_agent_datagrams_total{")
-        + sum(
-            metrics,
-            "flow_agent_decode_errors_total{protocol=\"unknown\"",
-        )
-}
-
-/// The sum of every sample whose name and labels start with `prefix`.
-fn sum(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
-}
-
-/// Sends a group's datagrams in capture order, each exporter from its own socket on
-/// 127.0.`group`.S; returns which loopback address stands for which exporter.
-fn replay(agent: &mut RunningAgent, group: &Group, index: u8) -> HashMap<IpAddr, IpAddr> {
-    let target = if group.sflow {
-        agent.sflow
-    } else {
-        agent.netflow
-    };
+/// Sends a group's datagrams to `target` in capture order, each exporter from its own
+/// socket on 127.0.`index`.S; returns which loopback address stands for which exporter.
+fn replay(
+    agent: &mut AgentProcess,
+    target: SocketAddr,
+    group: &Group,
+    index: u8,
+) -> HashMap<IpAddr, IpAddr> {
     let mut senders: HashMap<IpAddr, UdpSocket> = HashMap::new();
     let mut stands_for = HashMap::new();
-    let mut sent = seen(&agent.metrics());
+    let mut sent = datagrams_seen(&agent.metrics());
     let mut unconfirmed = 0;
     for file in &group.files {
         for datagram in read_udp_datagrams(file).expect("a readable capture") {
@@ -371,12 +281,16 @@ fn replay(agent: &mut RunningAgent, group: &Group, index: u8) -> HashMap<IpAddr,
             sent += 1;
             unconfirmed += 1;
             if unconfirmed == CHUNK {
-                agent.wait_for("the agent to read what was sent", |text| seen(text) >= sent);
+                agent.wait_for("the agent to read what was sent", |text| {
+                    datagrams_seen(text) >= sent
+                });
                 unconfirmed = 0;
             }
         }
     }
-    agent.wait_for("the agent to read what was sent", |text| seen(text) >= sent);
+    agent.wait_for("the agent to read what was sent", |text| {
+        datagrams_seen(text) >= sent
+    });
     stands_for
 }
 
@@ -398,7 +312,7 @@ async fn replayed_captures_come_out_of_kafka_as_decode_prints_them() {
     let broker = KafkaBroker::start();
     let topic = flow_proto::topic_name("replay");
     broker.create_topic(&topic, PARTITIONS).await;
-    let mut agent = RunningAgent::start(&broker.bootstrap, "replay");
+    let (mut agent, netflow, sflow) = start_agent(&broker.bootstrap, "replay");
 
     let mut expected: Vec<String> = Vec::new();
     let mut stands_for = HashMap::new();
@@ -415,7 +329,8 @@ async fn replayed_captures_come_out_of_kafka_as_decode_prints_them() {
                 .map(|flow| comparable(flow, group.sflow)),
         );
         let index = u8::try_from(index + 1).expect("fewer than 255 groups");
-        stands_for.extend(replay(&mut agent, group, index));
+        let target = if group.sflow { sflow } else { netflow };
+        stands_for.extend(replay(&mut agent, target, group, index));
     }
     let flows = expected.len() as u64;
     assert!(flows > 50_000, "the captures hold {flows} flows");
