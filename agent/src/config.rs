@@ -309,6 +309,8 @@ pub struct KafkaConfig {
     /// `/healthz` fails once Kafka has been unreachable this long.
     #[serde(default = "default_unhealthy_after_seconds")]
     pub unhealthy_after_seconds: u64,
+    /// TLS to the brokers; absent means plaintext.
+    pub tls: Option<TlsConfig>,
     pub sasl: Option<SaslConfig>,
 }
 
@@ -370,7 +372,22 @@ pub enum Compression {
     Snappy,
 }
 
-/// SASL authentication (as rskafka offers it; no TLS in this build).
+/// `[kafka.tls]`: TLS to the brokers (see [`crate::tls`]). The keys are the
+/// provisioner's, so one section serves both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// A PEM file of the certificate authorities to trust; the system's otherwise.
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate (chain), for brokers that require one (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Accept any broker certificate (test setups only).
+    pub insecure_skip_verify: bool,
+}
+
+/// SASL authentication (as rskafka offers it; use it with TLS for PLAIN).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaslConfig {

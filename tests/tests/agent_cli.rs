@@ -96,30 +96,34 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
+/// Runs `command` on every bad configuration: exit code 1, the key named; returns
+/// each error output.
+fn refused_naming_the_key(command: &str) -> Vec<String> {
+    bad_configs()
+        .into_iter()
+        .map(|(what, text, key)| {
+            let (code, stderr) = with_config(command, &text);
+            assert_eq!(code, Some(1), "{command}, {what}: {stderr}");
+            assert!(
+                stderr.contains(&format!("key `{key}`: ")),
+                "{command}, {what}: the error names {key}: {stderr}"
+            );
+            stderr
+        })
+        .collect()
+}
+
 #[test]
 fn check_exits_1_naming_the_key_at_fault() {
-    for (what, text, key) in bad_configs() {
-        let (code, stderr) = with_config("check", &text);
-        assert_eq!(code, Some(1), "{what}: {stderr}");
-        assert!(
-            stderr.contains(&format!("key `{key}`: ")),
-            "{what}: the error names {key}: {stderr}"
-        );
-    }
+    refused_naming_the_key("check");
 }
 
 #[test]
 fn run_with_a_bad_config_stops_start_up_naming_the_key() {
-    for (what, text, key) in bad_configs() {
-        let (code, stderr) = with_config("run", &text);
-        assert_eq!(code, Some(1), "{what}: {stderr}");
-        assert!(
-            stderr.contains(&format!("key `{key}`: ")),
-            "{what}: the error names {key}: {stderr}"
-        );
+    for stderr in refused_naming_the_key("run") {
         assert!(
             !stderr.contains("receiving on"),
-            "{what}: the agent did not start: {stderr}"
+            "the agent did not start: {stderr}"
         );
     }
 }
