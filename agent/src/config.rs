@@ -107,6 +107,10 @@ pub struct ListenerConfig {
     /// Sampling rate for flows that carry none and whose exporter sets none.
     #[serde(default = "default_sampling_rate")]
     pub default_sampling_rate: u64,
+    /// Seconds a NetFlow v9/IPFIX data set that arrives before its template waits
+    /// for it (bounded per exporter); 0 drops such sets (counted as template misses).
+    #[serde(default)]
+    pub hold_early_data_seconds: u64,
 }
 
 impl Default for ListenerConfig {
@@ -119,6 +123,7 @@ impl Default for ListenerConfig {
             exporter_address: AddressSource::default(),
             timestamps: Timestamps::default(),
             default_sampling_rate: default_sampling_rate(),
+            hold_early_data_seconds: 0,
         }
     }
 }
@@ -136,9 +141,13 @@ impl ListenerConfig {
                 Timestamps::Flow => TimestampSource::Flow,
             },
             default_sampling_rate: self.default_sampling_rate,
+            hold_early_data_seconds: self.hold_early_data_seconds,
         }
     }
 }
+
+/// Longer holds would keep stale data waiting for a template that is not coming.
+const MAX_HOLD_EARLY_DATA_SECONDS: u64 = 60;
 
 fn default_workers() -> usize {
     1
@@ -471,6 +480,12 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+            if listener.hold_early_data_seconds > MAX_HOLD_EARLY_DATA_SECONDS {
+                return Err(ConfigError::invalid(
+                    format!("listeners[{i}].hold_early_data_seconds"),
+                    format!("at most {MAX_HOLD_EARLY_DATA_SECONDS}: a hold is short"),
+                ));
+            }
             if listener.default_sampling_rate == 0 {
                 return Err(ConfigError::invalid(
                     format!("listeners[{i}].default_sampling_rate"),
@@ -631,6 +646,13 @@ mod tests {
             "{MINIMAL}[[classifiers]]\ndescription = \"(unclosed\"\n"
         ));
         assert!(message.contains("classifiers[0].description"), "{message}");
+        let message = error_of(&format!(
+            "{MINIMAL}[[listeners]]\naddress = \"0.0.0.0:1\"\nhold_early_data_seconds = 600\n"
+        ));
+        assert!(
+            message.contains("listeners[0].hold_early_data_seconds"),
+            "{message}"
+        );
         let message = error_of(&format!("{MINIMAL}max_message_bytes = 2000000\n"));
         assert!(message.contains("kafka.max_batch_bytes"), "{message}");
     }
