@@ -89,6 +89,11 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
         ),
         ("missing section", String::new(), "kafka"),
         (
+            "unreadable TLS file",
+            format!("{MINIMAL}[kafka.tls]\nca_file = \"/nonexistent/ca.pem\"\n"),
+            "kafka.tls.ca_file",
+        ),
+        (
             "missing key",
             format!("{MINIMAL}[[exporters]]\nname = \"edge1\"\n"),
             "exporters[0].address",
