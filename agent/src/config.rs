@@ -107,6 +107,10 @@ pub struct ListenerConfig {
     /// Sampling rate for flows that carry none and whose exporter sets none.
     #[serde(default = "default_sampling_rate")]
     pub default_sampling_rate: u64,
+    /// Seconds a NetFlow v9/IPFIX data set that arrives before its template waits
+    /// for it (bounded per exporter); 0 drops such sets (counted as template misses).
+    #[serde(default)]
+    pub hold_early_data_seconds: u64,
 }
 
 impl Default for ListenerConfig {
@@ -119,6 +123,7 @@ impl Default for ListenerConfig {
             exporter_address: AddressSource::default(),
             timestamps: Timestamps::default(),
             default_sampling_rate: default_sampling_rate(),
+            hold_early_data_seconds: 0,
         }
     }
 }
@@ -136,9 +141,13 @@ impl ListenerConfig {
                 Timestamps::Flow => TimestampSource::Flow,
             },
             default_sampling_rate: self.default_sampling_rate,
+            hold_early_data_seconds: self.hold_early_data_seconds,
         }
     }
 }
+
+/// Longer holds would keep stale data waiting for a template that is not coming.
+const MAX_HOLD_EARLY_DATA_SECONDS: u64 = 60;
 
 fn default_workers() -> usize {
     1
@@ -309,6 +318,8 @@ pub struct KafkaConfig {
     /// `/healthz` fails once Kafka has been unreachable this long.
     #[serde(default = "default_unhealthy_after_seconds")]
     pub unhealthy_after_seconds: u64,
+    /// TLS to the brokers; absent means plaintext.
+    pub tls: Option<TlsConfig>,
     pub sasl: Option<SaslConfig>,
 }
 
@@ -370,7 +381,22 @@ pub enum Compression {
     Snappy,
 }
 
-/// SASL authentication (as rskafka offers it; no TLS in this build).
+/// `[kafka.tls]`: TLS to the brokers (see [`crate::tls`]). The keys are the
+/// provisioner's, so one section serves both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// A PEM file of the certificate authorities to trust; the system's otherwise.
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate (chain), for brokers that require one (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Accept any broker certificate (test setups only).
+    pub insecure_skip_verify: bool,
+}
+
+/// SASL authentication (as rskafka offers it; use it with TLS for PLAIN).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaslConfig {
@@ -430,9 +456,9 @@ impl Config {
         let deserializer =
             toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
+            let path = e.path().to_string();
             let message = e.into_inner().message().to_owned();
-            ConfigError::Key { key, message }
+            key_error(path, message)
         })?;
         config.validate()?;
         Ok(config)
@@ -452,6 +478,12 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("listeners[{i}].workers"),
                     "must be at least 1",
+                ));
+            }
+            if listener.hold_early_data_seconds > MAX_HOLD_EARLY_DATA_SECONDS {
+                return Err(ConfigError::invalid(
+                    format!("listeners[{i}].hold_early_data_seconds"),
+                    format!("at most {MAX_HOLD_EARLY_DATA_SECONDS}: a hold is short"),
                 ));
             }
             if listener.default_sampling_rate == 0 {
@@ -505,6 +537,25 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// A deserialisation error at `path`. A missing field is reported at the path it
+/// is missing from (`.` for the top level), so its own key is appended.
+fn key_error(path: String, message: String) -> ConfigError {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'));
+    match missing {
+        Some(field) => ConfigError::Key {
+            key: if path == "." {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            },
+            message: "required, but missing".to_owned(),
+        },
+        None => ConfigError::Key { key: path, message },
     }
 }
 
@@ -595,14 +646,26 @@ mod tests {
             "{MINIMAL}[[classifiers]]\ndescription = \"(unclosed\"\n"
         ));
         assert!(message.contains("classifiers[0].description"), "{message}");
+        let message = error_of(&format!(
+            "{MINIMAL}[[listeners]]\naddress = \"0.0.0.0:1\"\nhold_early_data_seconds = 600\n"
+        ));
+        assert!(
+            message.contains("listeners[0].hold_early_data_seconds"),
+            "{message}"
+        );
         let message = error_of(&format!("{MINIMAL}max_message_bytes = 2000000\n"));
         assert!(message.contains("kafka.max_batch_bytes"), "{message}");
     }
 
     #[test]
-    fn missing_kafka_section_is_named() {
+    fn missing_keys_are_named_with_their_path() {
         let message = error_of("");
-        assert!(message.contains("kafka"), "{message}");
+        assert!(message.starts_with("key `kafka`: required"), "{message}");
+        let message = error_of(&format!("{MINIMAL}[[exporters]]\nname = \"edge\"\n"));
+        assert!(
+            message.starts_with("key `exporters[0].address`: required"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct DecodeCommand {
     /// sampling rate for flows that carry none (default 1)
     #[argh(option, default = "1")]
     default_sampling_rate: u64,
+    /// seconds a NetFlow v9/IPFIX data set may wait for its template, in capture time (default 0: not held)
+    #[argh(option, default = "0")]
+    hold_early_data_seconds: u64,
 }
 
 fn parse_protocol(value: &str) -> Result<Protocol, String> {
@@ -92,6 +95,7 @@ impl DecodeCommand {
             exporter_address: self.exporter_address,
             timestamps: self.timestamps,
             default_sampling_rate: self.default_sampling_rate.max(1),
+            hold_early_data_seconds: self.hold_early_data_seconds,
         };
         let mut decoder = Decoder::default();
         let mut counters = DecodeCounters::default();
@@ -140,8 +144,16 @@ impl DecodeCommand {
             }
         }
         let _ = out.flush();
+        let early = if self.hold_early_data_seconds > 0 {
+            format!(
+                ", early sets held/decoded/dropped: {}/{}/{}",
+                counters.early_sets_held, counters.early_sets_decoded, counters.early_sets_dropped
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "datagrams: {}, flows: {}, by protocol: {:?}, errors: {:?}, template misses: {}, counter samples: {}, skipped records: {}",
+            "datagrams: {}, flows: {}, by protocol: {:?}, errors: {:?}, template misses: {}, counter samples: {}, skipped records: {}{early}",
             summary.datagrams,
             summary.flows,
             summary.by_protocol,

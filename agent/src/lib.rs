@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML configuration file.
 //! - [`enrich`]: exporter and interface attributes added to each flow.
 //! - [`producer`]: the bounded intake, per-partition batches and the Kafka producer.
+//! - [`tls`]: TLS to the brokers (`[kafka.tls]`, cargo feature `tls`).
 //! - [`metrics`], [`http`]: counters and the `/metrics` and `/healthz` listener.
 //! - [`inspect`]: the `decode` command, flows of capture files as JSON.
 //! - [`listener`]: UDP sockets and their receive-decode-enrich workers.
@@ -21,3 +22,4 @@ pub mod metrics;
 pub mod pcap;
 pub mod producer;
 pub mod run;
+pub mod tls;

@@ -58,6 +58,9 @@ pub struct Metrics {
     template_misses: AtomicU64,
     counter_samples: AtomicU64,
     skipped_records: AtomicU64,
+    early_sets_held: AtomicU64,
+    early_sets_decoded: AtomicU64,
+    early_sets_dropped: AtomicU64,
     receive_errors: AtomicU64,
     flows_held: AtomicU64,
     dropped: Mutex<BTreeMap<DropReason, u64>>,
@@ -83,6 +86,9 @@ impl Default for Metrics {
             template_misses: AtomicU64::default(),
             counter_samples: AtomicU64::default(),
             skipped_records: AtomicU64::default(),
+            early_sets_held: AtomicU64::default(),
+            early_sets_decoded: AtomicU64::default(),
+            early_sets_dropped: AtomicU64::default(),
             receive_errors: AtomicU64::default(),
             flows_held: AtomicU64::default(),
             dropped: Mutex::default(),
@@ -131,6 +137,12 @@ impl Metrics {
             .fetch_add(counters.counter_samples, Relaxed);
         self.skipped_records
             .fetch_add(counters.skipped_records, Relaxed);
+        self.early_sets_held
+            .fetch_add(counters.early_sets_held, Relaxed);
+        self.early_sets_decoded
+            .fetch_add(counters.early_sets_decoded, Relaxed);
+        self.early_sets_dropped
+            .fetch_add(counters.early_sets_dropped, Relaxed);
     }
 
     pub fn receive_error(&self) {
@@ -281,6 +293,21 @@ impl Metrics {
                 &self.skipped_records,
             ),
             (
+                "early_sets_held_total",
+                "Data sets held to wait for their template.",
+                &self.early_sets_held,
+            ),
+            (
+                "early_sets_decoded_total",
+                "Held data sets decoded once their template arrived.",
+                &self.early_sets_decoded,
+            ),
+            (
+                "early_sets_dropped_total",
+                "Data sets not held (bounds) or whose template came too late.",
+                &self.early_sets_dropped,
+            ),
+            (
                 "receive_errors_total",
                 "Socket receive errors.",
                 &self.receive_errors,
@@ -412,7 +439,22 @@ mod tests {
         metrics.decode_error("netflow", "truncated");
         metrics.flows_dropped(DropReason::BufferFull, 5);
         metrics.produced(10, 2, 300, Duration::from_millis(3));
+        metrics.add_decode_counters(&DecodeCounters {
+            template_misses: 4,
+            early_sets_held: 3,
+            early_sets_decoded: 2,
+            early_sets_dropped: 1,
+            ..DecodeCounters::default()
+        });
         let text = metrics.render();
+        for (series, value) in [
+            ("flow_agent_template_misses_total", 4.0),
+            ("flow_agent_early_sets_held_total", 3.0),
+            ("flow_agent_early_sets_decoded_total", 2.0),
+            ("flow_agent_early_sets_dropped_total", 1.0),
+        ] {
+            assert_eq!(sample(&text, series), Some(value), "{series}");
+        }
         let labels = "{exporter=\"192.0.2.1\",protocol=\"ipfix\"}";
         assert_eq!(
             sample(&text, &format!("flow_agent_datagrams_total{labels}")),

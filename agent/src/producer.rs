@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, KafkaConfig, SaslMechanism};
 use crate::metrics::{DropReason, Metrics};
+use crate::tls::Transport;
 
 /// Why producing failed; each leads to a reconnection after a backoff.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,7 @@ pub enum ProduceError {
 /// Creates the two ends: [`Intake`] for the listeners, [`Producer`] for the async runtime.
 pub fn channel(
     config: &KafkaConfig,
+    transport: Transport,
     max_flows: usize,
     metrics: Arc<Metrics>,
 ) -> (Intake, Producer) {
@@ -61,6 +63,7 @@ pub fn channel(
     };
     let producer = Producer {
         config: config.clone(),
+        transport,
         topic: config.topic(),
         receiver,
         held,
@@ -204,7 +207,11 @@ struct Connection {
 
 impl Connection {
     /// Connects, reads the topic's metadata and opens one client per partition.
-    async fn open(config: &KafkaConfig, topic: &str) -> Result<Connection, ProduceError> {
+    async fn open(
+        config: &KafkaConfig,
+        transport: &Transport,
+        topic: &str,
+    ) -> Result<Connection, ProduceError> {
         let mut builder = ClientBuilder::new(config.brokers.clone())
             .client_id(config.client_id.clone())
             .backoff_config(BackoffConfig {
@@ -221,7 +228,7 @@ impl Connection {
                 SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
             });
         }
-        let client = builder.build().await?;
+        let client = transport.apply(builder).build().await?;
         // Listing every topic (rather than asking for ours) keeps a broker that
         // auto-creates topics on Metadata from creating it with its defaults.
         let ids = client
@@ -274,6 +281,8 @@ impl Backoff {
 #[derive(Debug)]
 pub struct Producer {
     config: KafkaConfig,
+    /// Plaintext or TLS, set up once at start.
+    transport: Transport,
     topic: String,
     receiver: mpsc::UnboundedReceiver<Vec<FlowMessage>>,
     held: Arc<AtomicUsize>,
@@ -378,9 +387,12 @@ impl Producer {
             return Ok(());
         }
         let limit = self.config.produce_timeout();
-        let connection = tokio::time::timeout(limit, Connection::open(&self.config, &self.topic))
-            .await
-            .map_err(|_| ProduceError::Timeout(limit))??;
+        let connection = tokio::time::timeout(
+            limit,
+            Connection::open(&self.config, &self.transport, &self.topic),
+        )
+        .await
+        .map_err(|_| ProduceError::Timeout(limit))??;
         self.rebalance(connection.partitions.len());
         if std::mem::take(&mut self.outage_logged) {
             eprintln!(
@@ -564,7 +576,12 @@ mod tests {
     #[test]
     fn intake_admits_up_to_the_bound_and_counts_the_rest() {
         let metrics = Arc::new(Metrics::default());
-        let (intake, mut producer) = channel(&kafka_config(""), 10, Arc::clone(&metrics));
+        let (intake, mut producer) = channel(
+            &kafka_config(""),
+            Transport::default(),
+            10,
+            Arc::clone(&metrics),
+        );
         intake.submit((0..6).map(|i| flow(1, i)).collect());
         intake.submit((0..6).map(|i| flow(1, i)).collect());
         intake.submit(vec![flow(1, 99)]);
@@ -634,7 +651,7 @@ mod tests {
     fn rebalancing_keeps_every_flow() {
         let config = kafka_config("");
         let metrics = Arc::new(Metrics::default());
-        let (_intake, mut producer) = channel(&config, 100, metrics);
+        let (_intake, mut producer) = channel(&config, Transport::default(), 100, metrics);
         for partition in 0..4 {
             let mut batch = PartitionBatch::new();
             batch.add(

@@ -23,6 +23,7 @@ use crate::http::{HttpError, HttpServer};
 use crate::listener::{Listener, ListenerError, Pipeline};
 use crate::metrics::Metrics;
 use crate::producer;
+use crate::tls::Transport;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +57,13 @@ impl Agent {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
         let enricher = Arc::new(Enricher::new(config)?);
-        let (intake, producer) =
-            producer::channel(&config.kafka, config.buffer.max_flows, Arc::clone(&metrics));
+        let transport = Transport::new(&config.kafka)?;
+        let (intake, producer) = producer::channel(
+            &config.kafka,
+            transport,
+            config.buffer.max_flows,
+            Arc::clone(&metrics),
+        );
 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -268,7 +274,12 @@ pub struct CheckCommand {
 
 impl CheckCommand {
     pub fn execute(self) -> ExitCode {
-        match Config::load(&self.config).and_then(|config| Enricher::new(&config).map(|_| ())) {
+        let checked = Config::load(&self.config).and_then(|config| {
+            Enricher::new(&config)?;
+            Transport::new(&config.kafka)?;
+            Ok(())
+        });
+        match checked {
             Ok(()) => {
                 println!("{}: valid", self.config.display());
                 ExitCode::SUCCESS

@@ -95,6 +95,55 @@ pub fn protoc_decode(version: flow_proto::SchemaVersion, message: &[u8]) -> Stri
         .expect("text format")
 }
 
+/// Decodes many binary messages of `version` with one `protoc --decode` run (one run
+/// per message costs a process each). The messages become the repeated field 1 of a
+/// wrapper message, declared in a temporary `.proto` that imports the schema; the
+/// result is each message's text format, in order, as [`protoc_decode`] prints it.
+pub fn protoc_decode_many(version: flow_proto::SchemaVersion, messages: &[&[u8]]) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let wrapper = format!(
+        "syntax = \"proto3\";\nimport \"{}\";\nmessage Batch {{ repeated flowpipeline.v{}.{} flows = 1; }}\n",
+        version.proto_file_name(),
+        version.number,
+        version.message_name()
+    );
+    std::fs::write(dir.path().join("batch.proto"), wrapper).expect("write the wrapper .proto");
+    let mut input = Vec::new();
+    for message in messages {
+        input.push(0x0a); // field 1, length-delimited
+        let mut len = message.len();
+        while len >= 0x80 {
+            input.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        input.push(len as u8);
+        input.extend_from_slice(message);
+    }
+    let include = format!("--proto_path={}", dir.path().display());
+    let text = String::from_utf8(protoc(&[&include, "--decode=Batch", "batch.proto"], &input))
+        .expect("text format");
+    // `flows {` opens a message, `}` in the first column closes it; fields are indented by 2.
+    let mut decoded = Vec::with_capacity(messages.len());
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (line, current.as_mut()) {
+            ("flows {", None) => current = Some(String::new()),
+            ("}", Some(_)) => decoded.extend(current.take()),
+            (field, Some(message)) => {
+                message.push_str(field.strip_prefix("  ").unwrap_or(field));
+                message.push('\n');
+            }
+            (other, None) => panic!("unexpected protoc output line {other:?}"),
+        }
+    }
+    assert_eq!(
+        decoded.len(),
+        messages.len(),
+        "protoc decoded every message"
+    );
+    decoded
+}
+
 /// Encodes protobuf text format back to binary with `protoc --encode`.
 pub fn protoc_encode(version: flow_proto::SchemaVersion, text: &str) -> Vec<u8> {
     let type_name = format!(

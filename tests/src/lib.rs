@@ -3,12 +3,14 @@
 //! tests check the project against.
 //!
 //! - [`services`]: the Kafka-protocol broker (Tansu) and the ClickHouse engine.
+//! - [`agent`]: the `flow-agent` binary run as an operator runs it.
 //! - [`clients`]: confluent-kafka (librdkafka) and `protoc`, independent of our code.
 //! - [`traffic`]: realistic flow datagrams, made by real exporters from synthetic traffic.
 //! - [`pipeline`]: the whole pipeline on one machine, for the demo and the end-to-end test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
 pub mod clients;
 pub mod pipeline;
 pub mod services;
@@ -42,7 +44,7 @@ pub fn shared_data_dir() -> PathBuf {
 
 /// The path of one of the workspace's binaries (`flow-agent`, `flow-provisioner`), built
 /// for this test profile. `cargo test --workspace` builds them; when a single test target
-/// runs alone, this builds the binary first, once per process.
+/// runs alone, this builds the binary first, once per process (its package has its name).
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("the executable's path");

@@ -140,31 +140,45 @@ pub struct KafkaBroker {
     /// `127.0.0.1:PORT`, for clients.
     pub bootstrap: String,
     port: u16,
+    advertised: u16,
     dir: TempDir,
 }
 
 impl KafkaBroker {
     /// Starts a broker on a free port and waits until it answers Metadata.
     pub fn start() -> KafkaBroker {
-        let dir = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
-        let process = Self::spawn(port, dir.path());
+        Self::start_advertising(port, port)
+    }
+
+    /// Starts a broker on `port` that tells clients to reach it at `advertised` (a
+    /// proxy in front of it: agent_tls.rs puts a TLS-terminating one there).
+    pub fn start_advertising(port: u16, advertised: u16) -> KafkaBroker {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let process = Self::spawn(port, advertised, dir.path());
         let mut broker = KafkaBroker {
             process,
             bootstrap: format!("127.0.0.1:{port}"),
             port,
+            advertised,
             dir,
         };
         broker.wait_ready();
         broker
     }
 
-    fn spawn(port: u16, dir: &Path) -> Process {
+    fn spawn(port: u16, advertised: u16, dir: &Path) -> Process {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let mut command = Command::new(crate::cache_dir().join("bin/tansu"));
         command
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn");
         Process::spawn("tansu", command, &dir.join("tansu.log"))
@@ -197,7 +211,7 @@ impl KafkaBroker {
     /// Starts the broker again on the same port, empty.
     pub fn restart(&mut self) {
         self.process.stop();
-        self.process = Self::spawn(self.port, self.dir.path());
+        self.process = Self::spawn(self.port, self.advertised, self.dir.path());
         self.wait_ready();
     }
 

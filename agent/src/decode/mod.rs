@@ -86,6 +86,8 @@ pub struct DecodeOptions {
     pub timestamps: TimestampSource,
     /// The sampling rate given to flows that carry none (never 0: flows are never dropped for it).
     pub default_sampling_rate: u64,
+    /// Seconds a NetFlow v9/IPFIX data set may wait for its template (0: not held).
+    pub hold_early_data_seconds: u64,
 }
 
 impl Default for DecodeOptions {
@@ -94,6 +96,7 @@ impl Default for DecodeOptions {
             exporter_address: ExporterAddressSource::default(),
             timestamps: TimestampSource::default(),
             default_sampling_rate: 1,
+            hold_early_data_seconds: 0,
         }
     }
 }
@@ -115,6 +118,12 @@ pub struct DecodeCounters {
     pub counter_samples: u64,
     /// Records skipped because they were malformed while the rest of the datagram was fine.
     pub skipped_records: u64,
+    /// Data sets held to wait for their template (`hold_early_data_seconds`).
+    pub early_sets_held: u64,
+    /// Held data sets decoded once their template arrived.
+    pub early_sets_decoded: u64,
+    /// Data sets that could not be held (bounds) or whose template never came in time.
+    pub early_sets_dropped: u64,
 }
 
 /// Why a datagram could not be decoded.

@@ -12,7 +12,8 @@ use crate::decode::TimestampSource;
 pub(crate) const MAX_RECORDS_PER_SET: usize = 4096;
 
 /// Decodes the records of one data set with the template `key` names; a set
-/// whose template is unknown is counted in `template_misses` and skipped.
+/// whose template is unknown is counted in `template_misses`, and held for it
+/// when the options ask (see `hold`), skipped otherwise.
 pub(super) fn decode_data_set(
     state: &mut State,
     key: TemplateKey,
@@ -25,10 +26,14 @@ pub(super) fn decode_data_set(
         templates,
         samplers,
         boot_times,
+        early,
         ..
     } = state;
     let Some(template) = templates.get(&key, now) else {
         output.counters.template_misses += 1;
+        if output.options.hold_early_data_seconds > 0 {
+            early.hold(key, records, export, now, output.counters);
+        }
         return Ok(());
     };
     let domain = DomainKey {
@@ -124,4 +129,36 @@ fn announced_rate(
         return Some(*rate);
     }
     samplers.get(&key(None), now).copied()
+}
+/// Forgets the held sets that waited too long at `now`: called as each v9/IPFIX
+/// datagram arrives, so the drops are counted with it.
+pub(super) fn expire_early(state: &mut State, now: u64, output: &mut Output) {
+    if !state.early.is_empty() {
+        let hold = output.options.hold_early_data_seconds;
+        state.early.expire(now, hold, output.counters);
+    }
+}
+
+/// Decodes the held sets whose template a template set just made known. A held
+/// set that turns out malformed is counted as dropped: it must not cost the
+/// datagram that brought the template its own sets.
+pub(super) fn decode_early(state: &mut State, output: &mut Output) {
+    if state.early.is_empty() {
+        return;
+    }
+    let templates = &state.templates;
+    let ready = state.early.take_ready(|key| templates.contains(key));
+    for set in ready {
+        match decode_data_set(
+            state,
+            set.key,
+            &set.records,
+            &set.export,
+            set.received,
+            output,
+        ) {
+            Ok(()) => output.counters.early_sets_decoded += 1,
+            Err(_) => output.counters.early_sets_dropped += 1,
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! options templates (id 3) and data (id ≥ 256). Field specifiers may carry an
 //! enterprise number; a template record with no fields withdraws templates.
 
-use super::data::decode_data_set;
+use super::data::{decode_data_set, decode_early, expire_early};
 use super::fields::ExportContext;
 use super::template::{FieldSpec, MAX_TEMPLATE_FIELDS, Template, TemplateKey, TemplateKind};
 use super::{NetflowError, Output, Sets, State, exporter_octets, exporter_of, read_u16, read_u32};
@@ -48,12 +48,17 @@ pub(super) fn decode(
         domain,
         id,
     };
+    expire_early(state, now, output);
     for set in (Sets { rest: body }) {
         let (set_id, content) = set?;
         match set_id {
-            TEMPLATE_SET => read_templates(state, content, TemplateKind::Data, key, now)?,
+            TEMPLATE_SET => {
+                read_templates(state, content, TemplateKind::Data, key, now)?;
+                decode_early(state, output);
+            }
             OPTIONS_TEMPLATE_SET => {
-                read_templates(state, content, TemplateKind::Options, key, now)?
+                read_templates(state, content, TemplateKind::Options, key, now)?;
+                decode_early(state, output);
             }
             FIRST_DATA_SET.. => {
                 decode_data_set(state, key(set_id), content, &context, now, output)?;

@@ -12,6 +12,7 @@
 
 mod data;
 mod fields;
+mod hold;
 mod ipfix;
 mod template;
 mod v5;
@@ -124,6 +125,8 @@ struct State {
     samplers: BoundedCache<SamplerKey, u64>,
     /// IPFIX systemInitTimeMilliseconds from options records, for sysUpTime-relative times.
     boot_times: BoundedCache<DomainKey, u64>,
+    /// Data sets waiting for their template (empty unless the hold is on).
+    early: hold::EarlyData,
     /// Reused while reading a template, so that reading one allocates nothing.
     field_specs: Vec<FieldSpec>,
 }
@@ -134,6 +137,7 @@ impl State {
             templates: BoundedCache::new(limits),
             samplers: BoundedCache::new(limits),
             boot_times: BoundedCache::new(limits),
+            early: hold::EarlyData::default(),
             field_specs: Vec::new(),
         }
     }

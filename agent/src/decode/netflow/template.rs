@@ -241,6 +241,11 @@ impl<K: ExporterScoped, V> BoundedCache<K, V> {
         Ok(())
     }
 
+    /// Whether `key` is there (without marking it seen).
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// The value, marked as seen at `now`.
     pub(crate) fn get(&mut self, key: &K, now: u64) -> Option<&V> {
         let (value, seen) = self.entries.get_mut(key)?;

@@ -238,6 +238,93 @@ fn data_before_its_template_is_counted() {
 }
 
 #[test]
+fn data_before_its_template_is_held_when_asked_and_decoded_when_it_comes() {
+    for message in [Message::v9, Message::ipfix] {
+        let mut harness = Harness::new();
+        harness.options.hold_early_data_seconds = 5;
+        let data = message().set(300, &[10, 0, 0, 1, 10, 0, 0, 2]);
+        assert!(harness.decode(&data.bytes()).unwrap().is_empty());
+        assert_eq!(
+            (
+                harness.counters.template_misses,
+                harness.counters.early_sets_held
+            ),
+            (1, 1)
+        );
+        harness.received += 5;
+        let flows = harness
+            .decode(&message().template(300, &[(8, 4)]).bytes())
+            .unwrap();
+        let sources: Vec<&[u8]> = flows.iter().map(|f| f.src_addr.as_slice()).collect();
+        assert_eq!(sources, [v4([10, 0, 0, 1]), v4([10, 0, 0, 2])]);
+        assert_eq!(harness.counters.early_sets_decoded, 1);
+        assert_eq!(harness.counters.early_sets_dropped, 0);
+        // Decoded once: the template's next datagram brings nothing more.
+        assert!(
+            harness
+                .decode(&message().template(300, &[(8, 4)]).bytes())
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[test]
+fn held_data_waits_for_its_own_template_only_and_expires() {
+    let mut harness = Harness::new();
+    harness.options.hold_early_data_seconds = 2;
+    harness
+        .decode(&Message::v9().set(300, &[10, 0, 0, 1]).bytes())
+        .unwrap();
+    // Another template, and another domain's template of the same id, release nothing.
+    let other = harness
+        .decode(&Message::v9().template(301, &[(8, 4)]).bytes())
+        .unwrap();
+    let other_domain = harness
+        .decode(&Message::v9().domain(5).template(300, &[(8, 4)]).bytes())
+        .unwrap();
+    assert!(other.is_empty() && other_domain.is_empty());
+    harness.received += 3;
+    let late = harness
+        .decode(&Message::v9().template(300, &[(8, 4)]).bytes())
+        .unwrap();
+    assert!(late.is_empty(), "the template came after the hold");
+    assert_eq!(
+        (
+            harness.counters.early_sets_held,
+            harness.counters.early_sets_dropped
+        ),
+        (1, 1)
+    );
+}
+
+#[test]
+fn without_the_hold_early_data_is_only_counted() {
+    let mut harness = Harness::new();
+    harness
+        .decode(&Message::v9().set(300, &[10, 0, 0, 1]).bytes())
+        .unwrap();
+    let flows = harness
+        .decode(&Message::v9().template(300, &[(8, 4)]).bytes())
+        .unwrap();
+    assert!(flows.is_empty());
+    assert_eq!(harness.counters.template_misses, 1);
+    assert_eq!(harness.counters.early_sets_held, 0);
+}
+
+#[test]
+fn a_template_after_its_data_in_the_same_datagram_releases_it() {
+    let mut harness = Harness::new();
+    harness.options.hold_early_data_seconds = 1;
+    let datagram = Message::ipfix()
+        .set(300, &[10, 0, 0, 1])
+        .template(300, &[(8, 4)]);
+    let flows = harness.decode(&datagram.bytes()).unwrap();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(harness.counters.early_sets_decoded, 1);
+}
+
+#[test]
 fn v9_fields_and_times() {
     let mut harness = Harness::new();
     let template = [

@@ -1,7 +1,7 @@
 //! NetFlow v9 (RFC 3954): a 20-byte header, then FlowSets: templates (id 0),
 //! options templates (id 1) and data (id ≥ 256).
 
-use super::data::decode_data_set;
+use super::data::{decode_data_set, decode_early, expire_early};
 use super::fields::{ExportContext, VARIABLE_LENGTH};
 use super::template::{FieldSpec, MAX_TEMPLATE_FIELDS, Template, TemplateKey, TemplateKind};
 use super::{NetflowError, Output, Sets, State, exporter_octets, exporter_of, read_u16, read_u32};
@@ -41,11 +41,18 @@ pub(super) fn decode(
         domain: source_id,
         id,
     };
+    expire_early(state, now, output);
     for set in (Sets { rest: body }) {
         let (set_id, content) = set?;
         match set_id {
-            TEMPLATE_SET => read_templates(state, content, key, now)?,
-            OPTIONS_TEMPLATE_SET => read_options_templates(state, content, key, now)?,
+            TEMPLATE_SET => {
+                read_templates(state, content, key, now)?;
+                decode_early(state, output);
+            }
+            OPTIONS_TEMPLATE_SET => {
+                read_options_templates(state, content, key, now)?;
+                decode_early(state, output);
+            }
             FIRST_DATA_SET.. => {
                 decode_data_set(state, key(set_id), content, &context, now, output)?;
             }
