@@ -85,7 +85,7 @@ impl Config {
                 message: "at least one broker is needed".into(),
             });
         }
-        Ok(())
+        self.clickhouse.validate()
     }
 }
 

@@ -1,28 +1,438 @@
 //! ClickHouse: the migrations in `migrations/`, applied in order on every configured
-//! server, the per-version Kafka-engine tables, and pruning of old versions.
+//! server, the per-version Kafka tables, and pruning of old versions.
+//!
+//! A run goes server by server; a server that fails is named and the others are still
+//! done. On each: the numbered migrations past the recorded version (a dirty one runs
+//! again: every statement is idempotent), then `per_version.sql` for every schema
+//! version whose objects are missing, then the dictionaries are reloaded.
 
-use serde::Deserialize;
+mod config;
+mod migrations;
+mod prune;
+mod render;
+mod server;
+
+use std::io::Write;
+
+use flow_proto::SchemaVersion;
+
+pub use config::{ClickHouseConfig, SettingValue};
+pub use migrations::{MIGRATIONS, Migration};
+pub use prune::{Candidate, PruneOptions, PruneRule, Verdict, decide, prune};
 
 use crate::Mode;
 use crate::config::Config;
+use migrations::{DICTIONARIES, PER_VERSION, UnknownPlaceholder, Values, statements};
+use render::{KafkaEngine, VersionError};
+use server::{RequestError, Server, State};
 
-/// `[clickhouse]`: the servers and what the migrations create there.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClickHouseConfig {}
+/// What the provisioner applies: the numbered migrations and the schema versions.
+/// The binary uses [`Schema::embedded`]; tests present others (a synthetic version).
+#[derive(Debug, Clone, Copy)]
+pub struct Schema<'a> {
+    /// The numbered migrations, in order.
+    pub migrations: &'a [Migration],
+    /// The schema versions, oldest first; the last is the current one.
+    pub versions: &'a [SchemaVersion],
+}
+
+impl Schema<'static> {
+    /// What this binary was built with.
+    pub fn embedded() -> Schema<'static> {
+        Schema {
+            migrations: MIGRATIONS,
+            versions: flow_proto::VERSIONS,
+        }
+    }
+}
 
 /// Why a ClickHouse step failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ClickHouseError {}
+pub enum ClickHouseError {
+    /// Some servers failed; each message starts with the server's URL.
+    #[error("{} of {total} servers failed:\n{}", failures.len(), failures.join("\n"))]
+    Servers {
+        /// How many servers there were.
+        total: usize,
+        /// One message per failed server, secrets hidden.
+        failures: Vec<String>,
+    },
+    /// `prune` has no rule to go by.
+    #[error(
+        "prune needs a rule: set clickhouse.prune_keep_last or clickhouse.prune_idle, or pass --keep-last or --idle"
+    )]
+    NoPruneRule,
+    /// `prune` was given two rules.
+    #[error("prune takes one rule: keep-last or idle, not both")]
+    TwoPruneRules,
+    /// `prune` left versions whose topics still hold unconsumed records.
+    #[error("prune refused for {}: unconsumed records remain (wait for them to drain, or pass --force)", refused.join(", "))]
+    PruneRefused {
+        /// The versions and why.
+        refused: Vec<String>,
+    },
+}
+
+/// Why one server failed.
+#[derive(Debug, thiserror::Error)]
+enum ServerError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(
+        "{file}: statement {index} of {count} failed: {source}\n    statement: {statement}\n    {advice}"
+    )]
+    Statement {
+        file: String,
+        index: usize,
+        count: usize,
+        statement: String,
+        source: clickhouse::error::Error,
+        advice: &'static str,
+    },
+    #[error(
+        "the server is at migration {applied}, past the last this provisioner knows ({known}): run a newer flow-provisioner"
+    )]
+    Newer { applied: i64, known: u32 },
+    #[error(
+        "migration {version} was left dirty, and this provisioner does not know it: run the flow-provisioner that started it"
+    )]
+    UnknownDirty { version: i64 },
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error("{file}: {source}")]
+    Template {
+        file: String,
+        source: UnknownPlaceholder,
+    },
+}
+
+const DIRTY_ADVICE: &str = "The migration is left dirty. Remove the cause, then run migrate again: its statements are idempotent, so it runs again from its first one.";
+const VERSION_ADVICE: &str =
+    "Remove the cause, then run migrate again: the missing objects are created then.";
+
+/// Writes one line of the run's report; a report that cannot be written changes nothing.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        let _ = writeln!($out, $($arg)*);
+    };
+}
 
 /// Applies the pending migrations on every server (or, in [`Mode::Plan`], lists them).
-/// Returns the number of migrations applied or pending.
-pub async fn migrate(_config: &Config, _mode: Mode) -> Result<usize, ClickHouseError> {
-    unimplemented!("issue 6")
+/// Returns the number of migrations and per-version objects applied or pending.
+pub async fn migrate(config: &Config, mode: Mode) -> Result<usize, ClickHouseError> {
+    migrate_with(config, mode, Schema::embedded(), &mut std::io::stdout()).await
+}
+
+/// [`migrate`] with a given schema, reporting to `out`.
+pub async fn migrate_with(
+    config: &Config,
+    mode: Mode,
+    schema: Schema<'_>,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, ClickHouseError> {
+    let base = render::base_values(config);
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for url in &config.clickhouse.servers {
+        let server = Server::new(url, &config.clickhouse);
+        match migrate_server(&server, config, &base, schema, mode, out).await {
+            Ok(n) => count += n,
+            Err(e) => failures.push(render::redact(config, &format!("{url}: {e}"))),
+        }
+    }
+    conclude(config, failures, count)
 }
 
 /// Prints, per server, the applied version, the dirty flag and the schema versions' tables.
 /// Returns the number of differences from what `migrate` would leave.
-pub async fn status(_config: &Config) -> Result<usize, ClickHouseError> {
-    unimplemented!("issue 6")
+pub async fn status(config: &Config) -> Result<usize, ClickHouseError> {
+    status_with(config, Schema::embedded(), &mut std::io::stdout()).await
+}
+
+/// [`status`] with a given schema, reporting to `out`.
+pub async fn status_with(
+    config: &Config,
+    schema: Schema<'_>,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, ClickHouseError> {
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for url in &config.clickhouse.servers {
+        let server = Server::new(url, &config.clickhouse);
+        match server_status(&server, schema, out).await {
+            Ok(n) => count += n,
+            Err(e) => failures.push(render::redact(config, &format!("{url}: {e}"))),
+        }
+    }
+    conclude(config, failures, count)
+}
+
+fn conclude(
+    config: &Config,
+    failures: Vec<String>,
+    count: usize,
+) -> Result<usize, ClickHouseError> {
+    if failures.is_empty() {
+        Ok(count)
+    } else {
+        Err(ClickHouseError::Servers {
+            total: config.clickhouse.servers.len(),
+            failures,
+        })
+    }
+}
+
+/// The numbered migrations still to run on a server from its state, and whether the
+/// first of them is a dirty one running again.
+fn pending<'a>(
+    schema: Schema<'a>,
+    state: Option<State>,
+) -> Result<(Vec<&'a Migration>, bool), ServerError> {
+    let known = schema.migrations.last().map_or(0, |m| m.version);
+    let (from, dirty) = match state {
+        None => (1, false),
+        Some(s) if s.version > i64::from(known) => {
+            return Err(ServerError::Newer {
+                applied: s.version,
+                known,
+            });
+        }
+        Some(s) if s.dirty != 0 => {
+            if !schema
+                .migrations
+                .iter()
+                .any(|m| i64::from(m.version) == s.version)
+            {
+                return Err(ServerError::UnknownDirty { version: s.version });
+            }
+            (s.version, true)
+        }
+        Some(s) => (s.version + 1, false),
+    };
+    let pending = schema
+        .migrations
+        .iter()
+        .filter(|m| i64::from(m.version) >= from)
+        .collect();
+    Ok((pending, dirty))
+}
+
+/// A file's statements with the values substituted.
+fn rendered(file: &str, text: &str, values: &Values) -> Result<Vec<String>, ServerError> {
+    statements(text)
+        .iter()
+        .map(|s| {
+            values
+                .substitute(s)
+                .map_err(|source| ServerError::Template {
+                    file: file.to_owned(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+async fn migrate_server(
+    server: &Server,
+    config: &Config,
+    base: &Values,
+    schema: Schema<'_>,
+    mode: Mode,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, ServerError> {
+    let url = &server.url;
+    let mut state = server.state().await?;
+    let (pending, dirty) = pending(schema, state)?;
+    if let (true, Some(first)) = (dirty, pending.first()) {
+        say!(
+            out,
+            "{url}: migration {} was left dirty by an earlier run that failed midway; its statements are idempotent, so it runs again from its first one",
+            first.name
+        );
+    }
+    if mode == Mode::Apply && state.is_none() {
+        server.bootstrap().await?;
+    }
+    for migration in &pending {
+        let sql = rendered(migration.name, migration.sql, base)?;
+        if mode == Mode::Plan {
+            say!(out, "{url}: pending {}:", migration.name);
+            for statement in &sql {
+                say!(out, "{};\n", render::redact(config, statement));
+            }
+            continue;
+        }
+        state = Some(server.record(state, migration.version, true).await?);
+        run(server, migration.name, &sql, DIRTY_ADVICE).await?;
+        state = Some(server.record(state, migration.version, false).await?);
+        say!(out, "{url}: applied {}", migration.name);
+    }
+    let created = versions(server, config, base, schema.versions, mode, out).await?;
+    if mode == Mode::Apply {
+        for dictionary in DICTIONARIES {
+            let reload = format!("SYSTEM RELOAD DICTIONARY {}", server.qualified(dictionary));
+            if let Err(e) = server.execute(&reload).await {
+                say!(
+                    out,
+                    "{url}: warning: dictionary {dictionary} did not load (is `flow-provisioner serve` reachable at {}?): {e}",
+                    config.http.public_url()
+                );
+            }
+        }
+    }
+    Ok(pending.len() + created)
+}
+
+/// Sends a file's statements one by one; the error names the one that failed.
+async fn run(
+    server: &Server,
+    file: &str,
+    sql: &[String],
+    advice: &'static str,
+) -> Result<(), ServerError> {
+    for (i, statement) in sql.iter().enumerate() {
+        server
+            .execute(statement)
+            .await
+            .map_err(|source| ServerError::Statement {
+                file: file.to_owned(),
+                index: i + 1,
+                count: sql.len(),
+                statement: statement.clone(),
+                source,
+                advice,
+            })?;
+    }
+    Ok(())
+}
+
+/// The objects `per_version.sql` creates for a version.
+fn version_objects(version: &SchemaVersion) -> [String; 3] {
+    let names = version.clickhouse();
+    [
+        names.raw_table,
+        names.consumer_view,
+        render::errors_view(version),
+    ]
+}
+
+/// Creates (or, in [`Mode::Plan`], lists) the missing objects of every version.
+async fn versions(
+    server: &Server,
+    config: &Config,
+    base: &Values,
+    versions: &[SchemaVersion],
+    mode: Mode,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, ServerError> {
+    let url = &server.url;
+    let existing = server.objects().await?;
+    let missing: Vec<(&SchemaVersion, Vec<String>)> = versions
+        .iter()
+        .map(|v| {
+            let names = version_objects(v);
+            (
+                v,
+                names
+                    .into_iter()
+                    .filter(|n| !existing.contains(n))
+                    .collect(),
+            )
+        })
+        .filter(|(_, names): &(_, Vec<String>)| !names.is_empty())
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let columns = server.flows_columns().await?;
+    let count = missing.iter().map(|(_, names)| names.len()).sum();
+    if mode == Mode::Plan && columns.is_empty() {
+        for (version, names) in &missing {
+            say!(
+                out,
+                "{url}: pending for schema {version}, after the migrations: {}",
+                names.join(", ")
+            );
+        }
+        return Ok(count);
+    }
+    let kafka = KafkaEngine::new(config, server.max_threads().await?);
+    for (version, names) in &missing {
+        let values = render::version_values(base, version, &columns, &kafka)?;
+        let file = format!("per_version.sql (schema {version})");
+        let sql = rendered(&file, PER_VERSION, &values)?;
+        match mode {
+            Mode::Plan => {
+                say!(
+                    out,
+                    "{url}: pending for schema {version}: {}",
+                    names.join(", ")
+                );
+                for statement in &sql {
+                    say!(out, "{};\n", render::redact(config, statement));
+                }
+            }
+            Mode::Apply => {
+                run(server, &file, &sql, VERSION_ADVICE).await?;
+                say!(
+                    out,
+                    "{url}: created for schema {version}: {}",
+                    names.join(", ")
+                );
+            }
+        }
+    }
+    Ok(count)
+}
+
+async fn server_status(
+    server: &Server,
+    schema: Schema<'_>,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, ServerError> {
+    let url = &server.url;
+    let state = server.state().await?;
+    let existing = server.objects().await?;
+    let (pending, _) = pending(schema, state)?;
+    let applied = match state {
+        None => "no migration applied".to_owned(),
+        Some(s) => format!(
+            "migration {} {}",
+            s.version,
+            if s.dirty != 0 { "DIRTY" } else { "clean" }
+        ),
+    };
+    let mut raw: Vec<u32> = existing
+        .iter()
+        .filter_map(|name| {
+            name.strip_prefix("flows_")?
+                .strip_suffix("_raw")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    raw.sort_unstable();
+    let raw: Vec<String> = raw.iter().map(|n| format!("v{n}")).collect();
+    say!(
+        out,
+        "{url}: {applied}, {} pending; raw tables for schema versions: {}",
+        pending.len(),
+        if raw.is_empty() {
+            "none".to_owned()
+        } else {
+            raw.join(", ")
+        }
+    );
+    let mut missing = 0;
+    for version in schema.versions {
+        let absent: Vec<String> = version_objects(version)
+            .into_iter()
+            .filter(|n| !existing.contains(n))
+            .collect();
+        if !absent.is_empty() {
+            say!(out, "{url}: schema {version} lacks {}", absent.join(", "));
+            missing += absent.len();
+        }
+    }
+    Ok(pending.len() + missing)
 }
