@@ -1,6 +1,7 @@
 -- Aggregated resolutions for dashboards: per minute, five minutes and hour, each with
--- its own TTL, keyed by what a dashboard groups by. Bytes and packets are scaled by the
--- sampling rate here (an unknown rate, 0, counts as 1), so a sum is a traffic total.
+-- its own TTL, keyed by what a dashboard groups by. The minute view reads `flows` and
+-- scales bytes and packets by the sampling rate (an unknown rate, 0, counts as 1), so
+-- a sum is a traffic total.
 CREATE TABLE IF NOT EXISTS {database}.flows_1m{on_cluster}
 (
     `time_received` DateTime CODEC(DoubleDelta, LZ4),
@@ -56,26 +57,24 @@ SELECT
 FROM {database}.flows
 GROUP BY ALL;
 
+-- The coarser resolutions re-sum the minute rows as they are inserted: the same totals
+-- for a sixtieth of the reads, and one list of what a dashboard groups by.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.flows_5m_consumer{on_cluster} TO {database}.flows_5m AS
 SELECT
     toStartOfFiveMinutes(time_received) AS time_received,
-    exporter_address, exporter_name, exporter_group, in_if_name, out_if_name,
-    in_if_boundary, out_if_boundary, in_if_provider, out_if_provider,
-    in_if_connectivity, out_if_connectivity, src_as, dst_as, etype, proto, flow_direction,
-    sum(bytes * greatest(sampling_rate, 1)) AS bytes,
-    sum(packets * greatest(sampling_rate, 1)) AS packets,
-    count() AS flows
-FROM {database}.flows
+    * EXCEPT (time_received, bytes, packets, flows),
+    sum(bytes) AS bytes,
+    sum(packets) AS packets,
+    sum(flows) AS flows
+FROM {database}.flows_1m
 GROUP BY ALL;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.flows_1h_consumer{on_cluster} TO {database}.flows_1h AS
 SELECT
     toStartOfHour(time_received) AS time_received,
-    exporter_address, exporter_name, exporter_group, in_if_name, out_if_name,
-    in_if_boundary, out_if_boundary, in_if_provider, out_if_provider,
-    in_if_connectivity, out_if_connectivity, src_as, dst_as, etype, proto, flow_direction,
-    sum(bytes * greatest(sampling_rate, 1)) AS bytes,
-    sum(packets * greatest(sampling_rate, 1)) AS packets,
-    count() AS flows
-FROM {database}.flows
+    * EXCEPT (time_received, bytes, packets, flows),
+    sum(bytes) AS bytes,
+    sum(packets) AS packets,
+    sum(flows) AS flows
+FROM {database}.flows_1m
 GROUP BY ALL;

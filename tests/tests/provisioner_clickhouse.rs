@@ -617,40 +617,72 @@ fn v2_batch(flows: &[FlowMessage], country: &str) -> Vec<u8> {
     payload
 }
 
+/// The services and schema of an upgrade from v1 to the synthetic v2: both topics,
+/// both `.proto` files where the engine looks, and the migration v2's release ships.
+struct Upgrade {
+    broker: KafkaBroker,
+    clickhouse: ClickHouse,
+    _dictionaries: DictionaryServer,
+    config: Config,
+    migrations: Vec<Migration>,
+    versions: [SchemaVersion; 2],
+}
+
+impl Upgrade {
+    async fn start() -> Upgrade {
+        let broker = KafkaBroker::start();
+        let clickhouse = ClickHouse::start();
+        clickhouse.write_schemas();
+        let versions = [flow_proto::current(), synthetic_v2()];
+        let v2 = versions[1];
+        std::fs::write(
+            clickhouse.schemas_dir.join(v2.proto_file_name()),
+            v2.proto_text,
+        )
+        .unwrap();
+        for version in &versions {
+            broker.create_topic(&version.topic("flows"), 1).await;
+        }
+        let dictionaries = serve_dictionaries();
+        let config = config(&[&clickhouse.url], &broker.bootstrap, &dictionaries.url);
+        let mut migrations = MIGRATIONS.to_vec();
+        let next = migrations.last().unwrap().version + 1;
+        migrations.push(Migration {
+            version: next,
+            name: Box::leak(format!("{next:04}_v2_columns.sql").into_boxed_str()),
+            sql: V2_COLUMN,
+        });
+        Upgrade {
+            broker,
+            clickhouse,
+            _dictionaries: dictionaries,
+            config,
+            migrations,
+            versions,
+        }
+    }
+
+    /// The upgraded release: one more migration, and v2 after v1.
+    fn schema(&self) -> Schema<'_> {
+        Schema {
+            migrations: &self.migrations,
+            versions: &self.versions,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_upgrade_adds_v2_and_keeps_v1_both_consuming() {
-    let broker = KafkaBroker::start();
-    let clickhouse = ClickHouse::start();
-    clickhouse.write_schemas();
-    let v1 = flow_proto::current();
-    let v2 = synthetic_v2();
-    std::fs::write(
-        clickhouse.schemas_dir.join(v2.proto_file_name()),
-        v2.proto_text,
-    )
-    .unwrap();
-    broker.create_topic(&v1.topic("flows"), 1).await;
-    broker.create_topic(&v2.topic("flows"), 1).await;
-    let dictionaries = serve_dictionaries();
-    let config = config(&[&clickhouse.url], &broker.bootstrap, &dictionaries.url);
+    let upgrade = Upgrade::start().await;
+    let (clickhouse, broker, config) = (&upgrade.clickhouse, &upgrade.broker, &upgrade.config);
+    let [v1, v2] = upgrade.versions;
+    let upgraded = upgrade.schema();
 
-    let (applied, report) = migrate(&config, Mode::Apply, Schema::embedded()).await;
+    let (applied, report) = migrate(config, Mode::Apply, Schema::embedded()).await;
     assert!(applied.is_ok(), "{report}");
 
     // The upgrade: one more migration, and v2 after v1.
-    let mut migrations = MIGRATIONS.to_vec();
-    let next = migrations.last().unwrap().version + 1;
-    migrations.push(Migration {
-        version: next,
-        name: Box::leak(format!("{next:04}_v2_columns.sql").into_boxed_str()),
-        sql: V2_COLUMN,
-    });
-    let versions = [v1, v2];
-    let upgraded = Schema {
-        migrations: &migrations,
-        versions: &versions,
-    };
-    let (applied, report) = migrate(&config, Mode::Apply, upgraded).await;
+    let (applied, report) = migrate(config, Mode::Apply, upgraded).await;
     assert_eq!(applied, Ok(1 + 3), "{report}");
     assert!(
         report.contains(
@@ -659,7 +691,7 @@ async fn a_rolling_upgrade_adds_v2_and_keeps_v1_both_consuming() {
         "{report}"
     );
     assert_objects_exist(
-        &clickhouse,
+        clickhouse,
         &[
             "flows_1_raw",
             "flows_1_raw_consumer",
@@ -670,7 +702,7 @@ async fn a_rolling_upgrade_adds_v2_and_keeps_v1_both_consuming() {
     )
     .await;
     let v2_raw: String = scalar(
-        &clickhouse,
+        clickhouse,
         "SELECT create_table_query FROM system.tables WHERE name = 'flows_2_raw'",
     )
     .await;
@@ -683,9 +715,9 @@ async fn a_rolling_upgrade_adds_v2_and_keeps_v1_both_consuming() {
     // Old agents still write v1, new ones v2: both land in flows.
     let old = flows(10, 1);
     let new = flows(10, 101);
-    produce(&broker, &v1.topic("flows"), batches(&old)).await;
-    produce(&broker, &v2.topic("flows"), vec![v2_batch(&new, "FR")]).await;
-    wait_for_count(&clickhouse, "SELECT count() FROM default.flows", 20).await;
+    produce(broker, &v1.topic("flows"), batches(&old)).await;
+    produce(broker, &v2.topic("flows"), vec![v2_batch(&new, "FR")]).await;
+    wait_for_count(clickhouse, "SELECT count() FROM default.flows", 20).await;
     let by_version: Vec<(u16, String, u64, u64)> = clickhouse
         .client()
         .query(
@@ -706,7 +738,7 @@ async fn a_rolling_upgrade_adds_v2_and_keeps_v1_both_consuming() {
     );
 
     let mut out = Vec::new();
-    let differences = provisioner::status_with(&config, upgraded, &mut out).await;
+    let differences = provisioner::status_with(config, upgraded, &mut out).await;
     let report = String::from_utf8(out).unwrap();
     assert_eq!(differences.unwrap(), 0, "{report}");
     assert!(
@@ -718,35 +750,14 @@ async fn a_rolling_upgrade_adds_v2_and_keeps_v1_both_consuming() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs kafka::backlog (issue 5)"]
 async fn prune_refuses_while_the_old_topic_has_a_backlog_and_drops_once_drained() {
-    let broker = KafkaBroker::start();
-    let clickhouse = ClickHouse::start();
-    clickhouse.write_schemas();
-    let v1 = flow_proto::current();
-    let v2 = synthetic_v2();
-    std::fs::write(
-        clickhouse.schemas_dir.join(v2.proto_file_name()),
-        v2.proto_text,
-    )
-    .unwrap();
-    broker.create_topic(&v1.topic("flows"), 1).await;
-    broker.create_topic(&v2.topic("flows"), 1).await;
-    let dictionaries = serve_dictionaries();
-    let config = config(&[&clickhouse.url], &broker.bootstrap, &dictionaries.url);
-    let mut migrations = MIGRATIONS.to_vec();
-    migrations.push(Migration {
-        version: migrations.last().unwrap().version + 1,
-        name: "v2_columns.sql",
-        sql: V2_COLUMN,
-    });
-    let versions = [v1, v2];
-    let schema = Schema {
-        migrations: &migrations,
-        versions: &versions,
-    };
-    let (applied, report) = migrate(&config, Mode::Apply, schema).await;
+    let upgrade = Upgrade::start().await;
+    let (clickhouse, broker, config) = (&upgrade.clickhouse, &upgrade.broker, &upgrade.config);
+    let [v1, _] = upgrade.versions;
+    let schema = upgrade.schema();
+    let (applied, report) = migrate(config, Mode::Apply, schema).await;
     assert!(applied.is_ok(), "{report}");
-    produce(&broker, &v1.topic("flows"), batches(&flows(5, 1))).await;
-    wait_for_count(&clickhouse, "SELECT count() FROM default.flows", 5).await;
+    produce(broker, &v1.topic("flows"), batches(&flows(5, 1))).await;
+    wait_for_count(clickhouse, "SELECT count() FROM default.flows", 5).await;
 
     // v1's consumer stops; records arrive that nobody reads.
     let execute = |sql: &'static str| {
@@ -754,14 +765,14 @@ async fn prune_refuses_while_the_old_topic_has_a_backlog_and_drops_once_drained(
         async move { client.query(sql).execute().await.unwrap() }
     };
     execute("DETACH TABLE default.flows_1_raw_consumer").await;
-    produce(&broker, &v1.topic("flows"), batches(&flows(5, 11))).await;
+    produce(broker, &v1.topic("flows"), batches(&flows(5, 11))).await;
     let options = provisioner::PruneOptions {
         keep_last: Some(1),
         idle: None,
         force: false,
     };
     let mut out = Vec::new();
-    let refused = provisioner::prune(&config, options, schema, &mut out).await;
+    let refused = provisioner::prune(config, options, schema, &mut out).await;
     let report = String::from_utf8(out).unwrap();
     assert!(
         matches!(
@@ -774,17 +785,17 @@ async fn prune_refuses_while_the_old_topic_has_a_backlog_and_drops_once_drained(
         report.contains("refusing schema v1: 5 unconsumed records"),
         "{report}"
     );
-    assert_objects_exist(&clickhouse, &["flows_1_raw"]).await;
+    assert_objects_exist(clickhouse, &["flows_1_raw"]).await;
 
     // Once the backlog drains, the same rule drops v1 and keeps v2.
     execute("ATTACH TABLE default.flows_1_raw_consumer").await;
-    wait_for_count(&clickhouse, "SELECT count() FROM default.flows", 10).await;
+    wait_for_count(clickhouse, "SELECT count() FROM default.flows", 10).await;
     let mut out = Vec::new();
-    let pruned = provisioner::prune(&config, options, schema, &mut out).await;
+    let pruned = provisioner::prune(config, options, schema, &mut out).await;
     let report = String::from_utf8(out).unwrap();
     assert_eq!(pruned.unwrap(), 1, "{report}");
     assert!(report.contains("dropping schema v1"), "{report}");
-    let objects = objects(&clickhouse).await;
+    let objects = objects(clickhouse).await;
     assert!(
         !objects.iter().any(|o| o.starts_with("flows_1_raw")),
         "{objects:?}"
