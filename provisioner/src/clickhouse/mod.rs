@@ -76,6 +76,8 @@ pub enum ClickHouseError {
 /// Why one server failed.
 #[derive(Debug, thiserror::Error)]
 enum ServerError {
+    #[error("no answer within {} s", ANSWER_TIMEOUT.as_secs())]
+    NoAnswer,
     #[error(transparent)]
     Request(#[from] RequestError),
     #[error(
@@ -104,6 +106,18 @@ enum ServerError {
         file: String,
         source: UnknownPlaceholder,
     },
+}
+
+/// How long a server may take to answer its first request: a server that drops
+/// packets would otherwise hold the run for the system's TCP timeout.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The migrations' state, the first request to a server, within [`ANSWER_TIMEOUT`].
+async fn first_contact(server: &Server) -> Result<Option<State>, ServerError> {
+    tokio::time::timeout(ANSWER_TIMEOUT, server.state())
+        .await
+        .map_err(|_| ServerError::NoAnswer)?
+        .map_err(ServerError::from)
 }
 
 const DIRTY_ADVICE: &str = "The migration is left dirty. Remove the cause, then run migrate again: its statements are idempotent, so it runs again from its first one.";
@@ -241,7 +255,7 @@ async fn migrate_server(
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ServerError> {
     let url = &server.url;
-    let mut state = server.state().await?;
+    let mut state = first_contact(server).await?;
     let (pending, dirty) = pending(schema, state)?;
     if let (true, Some(first)) = (dirty, pending.first()) {
         say!(
@@ -391,7 +405,7 @@ async fn server_status(
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ServerError> {
     let url = &server.url;
-    let state = server.state().await?;
+    let state = first_contact(server).await?;
     let existing = server.objects().await?;
     let (pending, _) = pending(schema, state)?;
     let applied = match state {
