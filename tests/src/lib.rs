@@ -54,7 +54,10 @@ pub fn binary(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");
         let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo.args(["build", "--quiet", "--bin", name]);
+        // From the workspace root: from tests/, cargo looks for the binary in flow-tests only.
+        cargo
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["build", "--quiet", "--bin", name]);
         if release {
             cargo.arg("--release");
         }

@@ -802,3 +802,57 @@ async fn prune_refuses_while_the_old_topic_has_a_backlog_and_drops_once_drained(
     );
     assert!(objects.iter().any(|o| o == "flows_2_raw"), "{objects:?}");
 }
+
+/// Runs the binary with `args` and a configuration file; returns the exit code and output.
+fn run_binary(config_text: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("provisioner.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let output = Command::new(flow_tests::binary("flow-provisioner"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prune_command_needs_one_rule_and_always_keeps_the_current_version() {
+    let clickhouse = ClickHouse::start();
+    let dictionaries = serve_dictionaries();
+    let config = config(&[&clickhouse.url], "127.0.0.1:9", &dictionaries.url);
+    let (applied, report) = migrate(&config, Mode::Apply, Schema::embedded()).await;
+    assert!(applied.is_ok(), "{report}");
+    let text = format!(
+        "[clickhouse]\nservers = [{:?}]\n[http]\npublic_url = {:?}\n",
+        clickhouse.url, dictionaries.url
+    );
+
+    let (code, output) = run_binary(&text, &["prune"]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("prune needs a rule"), "{output}");
+    let (code, output) = run_binary(&text, &["prune", "--keep-last", "1", "--idle", "1d"]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("one rule"), "{output}");
+
+    let (code, output) = run_binary(&text, &["prune", "--keep-last", "1"]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains("prune: keeping schema v1: the current version"),
+        "{output}"
+    );
+    assert_objects_exist(&clickhouse, OBJECTS).await;
+
+    let (code, output) = run_binary(
+        "[clickhouse]\nservers = [\"https://ch:8443\"]\n",
+        &["prune"],
+    );
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("clickhouse.servers"), "{output}");
+}
