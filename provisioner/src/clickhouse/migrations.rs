@@ -42,6 +42,18 @@ pub const MIGRATIONS: &[Migration] = embedded![
 /// The objects of one schema version, applied for every version after the migrations.
 pub const PER_VERSION: &str = include_str!("../../../migrations/per_version.sql");
 
+/// The Distributed tables of cluster mode, applied after the migrations when a cluster is set.
+pub const CLUSTER: &str = include_str!("../../../migrations/cluster.sql");
+
+/// What `CLUSTER` creates, in order.
+pub const CLUSTER_OBJECTS: &[&str] = &[
+    "flows_distributed",
+    "flows_1m_distributed",
+    "flows_5m_distributed",
+    "flows_1h_distributed",
+    "exporters_distributed",
+];
+
 /// The dictionaries the migrations create, reloaded after each run.
 pub const DICTIONARIES: &[&str] = &["protocols", "asns", "networks"];
 
@@ -160,6 +172,20 @@ mod tests {
                 m.name
             );
         }
+    }
+
+    #[test]
+    fn the_cluster_objects_are_what_the_file_creates() {
+        let created: Vec<String> = statements(CLUSTER)
+            .iter()
+            .map(|s| {
+                let name = s.split_whitespace().nth(5).unwrap_or_default();
+                name.trim_start_matches("{database}.")
+                    .trim_end_matches("{on_cluster}")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(created, CLUSTER_OBJECTS);
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub use prune::{Candidate, PruneOptions, PruneRule, Verdict, decide, prune};
 
 use crate::Mode;
 use crate::config::Config;
-use migrations::{DICTIONARIES, PER_VERSION, UnknownPlaceholder, Values, statements};
+use migrations::{
+    CLUSTER, CLUSTER_OBJECTS, DICTIONARIES, PER_VERSION, UnknownPlaceholder, Values, statements,
+};
 use render::{KafkaEngine, VersionError};
 use server::{RequestError, Server, State};
 
@@ -173,7 +175,8 @@ pub async fn status_with(
     let mut count = 0;
     for url in &config.clickhouse.servers {
         let server = Server::new(url, &config.clickhouse);
-        match server_status(&server, schema, out).await {
+        let cluster = config.clickhouse.cluster.is_some();
+        match server_status(&server, schema, cluster, out).await {
             Ok(n) => count += n,
             Err(e) => failures.push(render::redact(config, &format!("{url}: {e}"))),
         }
@@ -281,7 +284,11 @@ async fn migrate_server(
         state = Some(server.record(state, migration.version, false).await?);
         say!(out, "{url}: applied {}", migration.name);
     }
-    let created = versions(server, config, base, schema.versions, mode, out).await?;
+    let mut created = 0;
+    if config.clickhouse.cluster.is_some() {
+        created += distributed(server, base, mode, out).await?;
+    }
+    created += versions(server, config, base, schema.versions, mode, out).await?;
     if mode == Mode::Apply {
         for dictionary in DICTIONARIES {
             let reload = format!("SYSTEM RELOAD DICTIONARY {}", server.qualified(dictionary));
@@ -318,6 +325,39 @@ async fn run(
             })?;
     }
     Ok(())
+}
+
+/// Creates (or, in [`Mode::Plan`], lists) the missing Distributed tables of cluster mode.
+async fn distributed(
+    server: &Server,
+    base: &Values,
+    mode: Mode,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, ServerError> {
+    let url = &server.url;
+    let existing = server.objects().await?;
+    let missing: Vec<&str> = CLUSTER_OBJECTS
+        .iter()
+        .copied()
+        .filter(|n| !existing.contains(*n))
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let sql = rendered("cluster.sql", CLUSTER, base)?;
+    match mode {
+        Mode::Plan => {
+            say!(out, "{url}: pending cluster.sql: {}", missing.join(", "));
+            for statement in &sql {
+                say!(out, "{statement};\n");
+            }
+        }
+        Mode::Apply => {
+            run(server, "cluster.sql", &sql, VERSION_ADVICE).await?;
+            say!(out, "{url}: created {}", missing.join(", "));
+        }
+    }
+    Ok(missing.len())
 }
 
 /// The objects `per_version.sql` creates for a version.
@@ -402,6 +442,7 @@ async fn versions(
 async fn server_status(
     server: &Server,
     schema: Schema<'_>,
+    cluster: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ServerError> {
     let url = &server.url;
@@ -438,6 +479,17 @@ async fn server_status(
         }
     );
     let mut missing = 0;
+    if cluster {
+        let absent: Vec<&str> = CLUSTER_OBJECTS
+            .iter()
+            .copied()
+            .filter(|n| !existing.contains(*n))
+            .collect();
+        if !absent.is_empty() {
+            say!(out, "{url}: cluster mode lacks {}", absent.join(", "));
+            missing += absent.len();
+        }
+    }
     for version in schema.versions {
         let absent: Vec<String> = version_objects(version)
             .into_iter()

@@ -11,7 +11,8 @@ use crate::kafka::SaslMechanism;
 
 /// The values every file may use.
 ///
-/// - `database`, `on_cluster` (` ON CLUSTER 'name'` or nothing), `replicated`
+/// - `database`, `on_cluster` (` ON CLUSTER 'name'` or nothing), `cluster` (`'name'`,
+///   for cluster.sql), `replicated`
 ///   (`Replicated` before a MergeTree engine's name, or nothing);
 /// - `flows_ttl`, `flows_1m_ttl`, `flows_5m_ttl`, `flows_1h_ttl`: seconds;
 /// - `provisioner_url`: the endpoints' base URL, escaped for a quoted literal;
@@ -22,6 +23,10 @@ pub fn base_values(config: &Config) -> Values {
     values
         .set("database", ch.database.clone())
         .set("on_cluster", on_cluster(ch.cluster.as_deref()))
+        .set(
+            "cluster",
+            ch.cluster.as_deref().map(quote).unwrap_or_default(),
+        )
         .set(
             "replicated",
             if ch.cluster.is_some() {
@@ -278,7 +283,7 @@ fn raw_type(flows_type: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::migrations::{MIGRATIONS, PER_VERSION, statements};
+    use super::super::migrations::{CLUSTER, MIGRATIONS, PER_VERSION, statements};
     use super::*;
 
     fn flows_columns() -> Vec<FlowsColumn> {
@@ -306,6 +311,14 @@ mod tests {
                 out.push(
                     base.substitute(&statement)
                         .unwrap_or_else(|e| panic!("{}: {e}", migration.name)),
+                );
+            }
+        }
+        if config.clickhouse.cluster.is_some() {
+            for statement in statements(CLUSTER) {
+                out.push(
+                    base.substitute(&statement)
+                        .unwrap_or_else(|e| panic!("cluster.sql: {e}")),
                 );
             }
         }
@@ -348,13 +361,16 @@ mod tests {
     fn cluster_mode_puts_on_cluster_on_every_statement_and_replicates_merge_trees() {
         for statement in all_statements(&cluster_config()) {
             let head = statement.lines().next().unwrap_or_default();
+            assert!(head.contains(" IF NOT EXISTS "), "not idempotent: {head}");
             assert!(
                 head.contains(" ON CLUSTER 'flows'"),
                 "no ON CLUSTER: {head}"
             );
             if let Some((_, engine)) = statement.split_once("ENGINE = ") {
                 assert!(
-                    engine.starts_with("Replicated") || engine.starts_with("Kafka"),
+                    ["Replicated", "Kafka", "Distributed('flows', netflow, "]
+                        .iter()
+                        .any(|e| engine.starts_with(e)),
                     "{head}: ENGINE = {engine}"
                 );
             }
@@ -365,6 +381,11 @@ mod tests {
     #[test]
     fn cluster_mode_snapshot_of_the_flows_table_head_and_the_dictionary_source() {
         let statements = all_statements(&cluster_config());
+        assert!(statements.contains(
+            &"CREATE TABLE IF NOT EXISTS netflow.flows_distributed ON CLUSTER 'flows' AS netflow.flows\n\
+              ENGINE = Distributed('flows', netflow, flows, rand())"
+                .to_owned()
+        ));
         let flows = &statements[0];
         assert!(
             flows.starts_with("CREATE TABLE IF NOT EXISTS netflow.flows ON CLUSTER 'flows'\n(")
