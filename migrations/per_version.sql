@@ -5,14 +5,16 @@
 -- matters most comes first. The raw columns are the version's fields with the types of their `flows`
 -- columns, which ClickHouse's Protobuf parser produces directly (epoch seconds to
 -- DateTime, 16 bytes to IPv6, enum names to Enum8); the `flows` columns a version lacks
--- take their defaults.
+-- take their defaults. The table's comment records the settings and columns it was made
+-- with: when they differ from the configuration, migrate replaces the table and views.
 CREATE TABLE IF NOT EXISTS {database}.{raw_table}{on_cluster}
 (
 {raw_columns}
 )
 ENGINE = Kafka
 SETTINGS
-{kafka_settings};
+{kafka_settings}
+COMMENT {raw_comment};
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{consumer_view}{on_cluster} TO {database}.flows AS
 SELECT

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flow_proto::v1::{FlowDirection, InterfaceBoundary};
 use flow_proto::{FlowMessage, SchemaVersion, encode_batch};
 use flow_provisioner::Mode;
-use flow_provisioner::clickhouse::{self as provisioner, MIGRATIONS, Migration, Schema};
+use flow_provisioner::clickhouse::{
+    self as provisioner, MIGRATIONS, Migration, Schema, SettingValue,
+};
 use flow_provisioner::config::Config;
 use flow_tests::services::{ClickHouse, KafkaBroker, Process, free_port};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
@@ -347,6 +349,32 @@ async fn plan_then_migrate_from_empty_then_nothing_to_do() {
         )),
         "{report}"
     );
+
+    // A Kafka-engine setting changes: status sees it, migrate replaces the table and views.
+    let mut changed = config.clone();
+    changed
+        .clickhouse
+        .kafka_settings
+        .insert("kafka_flush_interval_ms".into(), SettingValue::Integer(700));
+    let mut out = Vec::new();
+    let differences = provisioner::status_with(&changed, Schema::embedded(), &mut out).await;
+    let report = String::from_utf8(out).unwrap();
+    assert_eq!(differences.unwrap(), 3, "{report}");
+    assert!(
+        report.contains("replace flows_1_raw and its views"),
+        "{report}"
+    );
+    let (replaced, report) = migrate(&changed, Mode::Apply, Schema::embedded()).await;
+    assert_eq!(replaced, Ok(3), "{report}");
+    let raw: String = scalar(
+        &clickhouse,
+        "SELECT create_table_query FROM system.tables WHERE name = 'flows_1_raw'",
+    )
+    .await;
+    assert!(raw.contains("kafka_flush_interval_ms = 700"), "{raw}");
+    assert_objects_exist(&clickhouse, OBJECTS).await;
+    let (again, report) = migrate(&changed, Mode::Apply, Schema::embedded()).await;
+    assert_eq!(again, Ok(0), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -686,7 +714,7 @@ async fn a_rolling_upgrade_adds_v2_and_keeps_v1_both_consuming() {
     assert_eq!(applied, Ok(1 + 3), "{report}");
     assert!(
         report.contains(
-            "created for schema v2: flows_2_raw, flows_2_raw_consumer, flows_2_raw_errors"
+            "schema v2: done: create flows_2_raw, flows_2_raw_consumer, flows_2_raw_errors"
         ),
         "{report}"
     );

@@ -171,12 +171,12 @@ pub async fn status_with(
     schema: Schema<'_>,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ClickHouseError> {
+    let base = render::base_values(config);
     let mut failures = Vec::new();
     let mut count = 0;
     for url in &config.clickhouse.servers {
         let server = Server::new(url, &config.clickhouse);
-        let cluster = config.clickhouse.cluster.is_some();
-        match server_status(&server, schema, cluster, out).await {
+        match server_status(&server, config, &base, schema, out).await {
             Ok(n) => count += n,
             Err(e) => failures.push(render::redact(config, &format!("{url}: {e}"))),
         }
@@ -370,7 +370,85 @@ fn version_objects(version: &SchemaVersion) -> [String; 3] {
     ]
 }
 
-/// Creates (or, in [`Mode::Plan`], lists) the missing objects of every version.
+/// What `per_version.sql` must do for one version on a server.
+struct VersionChange<'a> {
+    version: &'a SchemaVersion,
+    /// The version's objects that do not exist.
+    missing: Vec<String>,
+    /// The Kafka table exists with other settings or columns than the configuration's.
+    stale: bool,
+    /// The file's statements for this version, and the file's name for messages.
+    sql: Vec<String>,
+    file: String,
+}
+
+/// The versions whose objects are missing or stale, or, where `flows` does not exist
+/// yet (a plan before the first migration), the names of the missing objects only.
+async fn version_changes<'a>(
+    server: &Server,
+    config: &Config,
+    base: &Values,
+    versions: &'a [SchemaVersion],
+) -> Result<Result<Vec<VersionChange<'a>>, Vec<String>>, ServerError> {
+    let existing = server.objects().await?;
+    let columns = server.flows_columns().await?;
+    if columns.is_empty() {
+        return Ok(Err(versions
+            .iter()
+            .flat_map(version_objects)
+            .filter(|n| !existing.contains(n))
+            .collect()));
+    }
+    let kafka = KafkaEngine::new(config, server.max_threads().await?);
+    let mut changes = Vec::new();
+    for version in versions {
+        let (values, fingerprint) = render::version_values(base, version, &columns, &kafka)?;
+        let missing: Vec<String> = version_objects(version)
+            .into_iter()
+            .filter(|n| !existing.contains(n))
+            .collect();
+        let raw = version.clickhouse().raw_table;
+        let stale = existing.contains(&raw) && server.comment(&raw).await? != fingerprint;
+        if missing.is_empty() && !stale {
+            continue;
+        }
+        let file = format!("per_version.sql (schema {version})");
+        let sql = rendered(&file, PER_VERSION, &values)?;
+        changes.push(VersionChange {
+            version,
+            missing,
+            stale,
+            sql,
+            file,
+        });
+    }
+    Ok(Ok(changes))
+}
+
+impl VersionChange<'_> {
+    /// How many objects it creates or replaces.
+    fn count(&self) -> usize {
+        if self.stale { 3 } else { self.missing.len() }
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!("create {}", self.missing.join(", ")));
+        }
+        if self.stale {
+            parts.push(format!(
+                "replace {} and its views: its settings or columns differ from the configuration",
+                self.version.clickhouse().raw_table
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Creates (or, in [`Mode::Plan`], lists) the missing objects of every version, and
+/// replaces a Kafka table whose settings changed (the consumer group keeps its offsets,
+/// so the new table goes on where the old one stopped).
 async fn versions(
     server: &Server,
     config: &Config,
@@ -380,69 +458,76 @@ async fn versions(
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ServerError> {
     let url = &server.url;
-    let existing = server.objects().await?;
-    let missing: Vec<(&SchemaVersion, Vec<String>)> = versions
-        .iter()
-        .map(|v| {
-            let names = version_objects(v);
-            (
-                v,
-                names
-                    .into_iter()
-                    .filter(|n| !existing.contains(n))
-                    .collect(),
-            )
-        })
-        .filter(|(_, names): &(_, Vec<String>)| !names.is_empty())
-        .collect();
-    if missing.is_empty() {
-        return Ok(0);
-    }
-    let columns = server.flows_columns().await?;
-    let count = missing.iter().map(|(_, names)| names.len()).sum();
-    if mode == Mode::Plan && columns.is_empty() {
-        for (version, names) in &missing {
-            say!(
-                out,
-                "{url}: pending for schema {version}, after the migrations: {}",
-                names.join(", ")
-            );
+    let changes = match version_changes(server, config, base, versions).await? {
+        Ok(changes) => changes,
+        Err(missing) => {
+            if !missing.is_empty() {
+                say!(
+                    out,
+                    "{url}: pending after the migrations: {}",
+                    missing.join(", ")
+                );
+            }
+            return Ok(missing.len());
         }
-        return Ok(count);
-    }
-    let kafka = KafkaEngine::new(config, server.max_threads().await?);
-    for (version, names) in &missing {
-        let values = render::version_values(base, version, &columns, &kafka)?;
-        let file = format!("per_version.sql (schema {version})");
-        let sql = rendered(&file, PER_VERSION, &values)?;
+    };
+    for change in &changes {
+        let version = change.version;
         match mode {
             Mode::Plan => {
                 say!(
                     out,
                     "{url}: pending for schema {version}: {}",
-                    names.join(", ")
+                    change.describe()
                 );
-                for statement in &sql {
+                for statement in &change.sql {
                     say!(out, "{};\n", render::redact(config, statement));
                 }
             }
             Mode::Apply => {
-                run(server, &file, &sql, VERSION_ADVICE).await?;
-                say!(
-                    out,
-                    "{url}: created for schema {version}: {}",
-                    names.join(", ")
-                );
+                if change.stale {
+                    drop_version(server, version).await.map_err(|source| {
+                        ServerError::Statement {
+                            file: change.file.clone(),
+                            index: 0,
+                            count: change.sql.len(),
+                            statement: format!("DROP of {}", version_objects(version).join(", ")),
+                            source,
+                            advice: VERSION_ADVICE,
+                        }
+                    })?;
+                }
+                run(server, &change.file, &change.sql, VERSION_ADVICE).await?;
+                say!(out, "{url}: schema {version}: done: {}", change.describe());
             }
         }
     }
-    Ok(count)
+    Ok(changes.iter().map(VersionChange::count).sum())
+}
+
+/// Drops a version's views, then its Kafka table (so nothing consumes in between).
+async fn drop_version(
+    server: &Server,
+    version: &SchemaVersion,
+) -> Result<(), clickhouse::error::Error> {
+    let [raw, consumer, errors] = version_objects(version);
+    for (kind, name) in [("VIEW", consumer), ("VIEW", errors), ("TABLE", raw)] {
+        server
+            .execute(&format!(
+                "DROP {kind} IF EXISTS {}{}",
+                server.qualified(&name),
+                server.on_cluster()
+            ))
+            .await?;
+    }
+    Ok(())
 }
 
 async fn server_status(
     server: &Server,
+    config: &Config,
+    base: &Values,
     schema: Schema<'_>,
-    cluster: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ServerError> {
     let url = &server.url;
@@ -479,7 +564,7 @@ async fn server_status(
         }
     );
     let mut missing = 0;
-    if cluster {
+    if config.clickhouse.cluster.is_some() {
         let absent: Vec<&str> = CLUSTER_OBJECTS
             .iter()
             .copied()
@@ -490,13 +575,22 @@ async fn server_status(
             missing += absent.len();
         }
     }
-    for version in schema.versions {
-        let absent: Vec<String> = version_objects(version)
-            .into_iter()
-            .filter(|n| !existing.contains(n))
-            .collect();
-        if !absent.is_empty() {
-            say!(out, "{url}: schema {version} lacks {}", absent.join(", "));
+    match version_changes(server, config, base, schema.versions).await? {
+        Ok(changes) => {
+            for change in &changes {
+                say!(
+                    out,
+                    "{url}: schema {}: {}",
+                    change.version,
+                    change.describe()
+                );
+                missing += change.count();
+            }
+        }
+        Err(absent) => {
+            if !absent.is_empty() {
+                say!(out, "{url}: lacks {}", absent.join(", "));
+            }
             missing += absent.len();
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use flow_proto::SchemaVersion;
 
 use super::server::Server;
-use super::{ClickHouseError, Schema, conclude, render, version_objects};
+use super::{ClickHouseError, Schema, conclude, drop_version, render};
 use crate::config::Config;
 
 /// Which old versions go.
@@ -251,24 +251,6 @@ async fn survey(
             )
         })
         .collect())
-}
-
-/// Drops a version's views, then its Kafka table (so nothing consumes in between).
-async fn drop_version(
-    server: &Server,
-    version: &SchemaVersion,
-) -> Result<(), clickhouse::error::Error> {
-    let [raw, consumer, errors] = version_objects(version);
-    for (kind, name) in [("VIEW", consumer), ("VIEW", errors), ("TABLE", raw)] {
-        server
-            .execute(&format!(
-                "DROP {kind} IF EXISTS {}{}",
-                server.qualified(&name),
-                server.on_cluster()
-            ))
-            .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

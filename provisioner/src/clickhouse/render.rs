@@ -206,14 +206,16 @@ pub fn errors_view(version: &SchemaVersion) -> String {
 }
 
 /// The values of `per_version.sql` for one version: the base values plus `raw_table`,
-/// `errors_view`, `consumer_view`, `raw_columns`, `kafka_settings`, `consumer_columns`
-/// and `schema_version`.
+/// `errors_view`, `consumer_view`, `raw_columns`, `kafka_settings`, `raw_comment`,
+/// `consumer_columns` and `schema_version`; and the raw table's fingerprint, its
+/// comment, which says what it was made with (passwords left out) so that a later run
+/// sees when the configuration changed.
 pub fn version_values(
     base: &Values,
     version: &SchemaVersion,
     flows: &[FlowsColumn],
     kafka: &KafkaEngine,
-) -> Result<Values, VersionError> {
+) -> Result<(Values, String), VersionError> {
     let names = version.clickhouse();
     let fields = field_names(version)?;
     let mut raw_columns = Vec::with_capacity(fields.len());
@@ -246,8 +248,25 @@ pub fn version_values(
         ("kafka_handle_error_mode".to_owned(), quote("stream")),
     ];
     settings.extend(kafka.settings.iter().cloned());
+    let fingerprint = format!(
+        "made by flow-provisioner from: {}; columns: {}",
+        settings
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "kafka_sasl_password" => format!("{k} = [HIDDEN]"),
+                _ => format!("{k} = {v}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        raw_columns
+            .iter()
+            .map(|c| c.trim())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut values = base.clone();
     values
+        .set("raw_comment", quote(&fingerprint))
         .set("raw_table", names.raw_table)
         .set("errors_view", errors_view(version))
         .set("consumer_view", names.consumer_view)
@@ -269,7 +288,7 @@ pub fn version_values(
                 .join(", "),
         )
         .set("schema_version", version.number.to_string());
-    Ok(values)
+    Ok((values, fingerprint))
 }
 
 /// The raw table's type for a `flows` column: the same, without LowCardinality (a
@@ -323,7 +342,7 @@ mod tests {
             }
         }
         for version in flow_proto::VERSIONS {
-            let values = version_values(&base, version, &flows_columns(), &kafka).unwrap();
+            let (values, _) = version_values(&base, version, &flows_columns(), &kafka).unwrap();
             for statement in statements(PER_VERSION) {
                 out.push(
                     values
@@ -419,7 +438,9 @@ mod tests {
         let kafka = KafkaEngine::new(&config, 4);
         assert_eq!(kafka.consumers, 4, "capped at max_threads");
         let v1 = flow_proto::current();
-        let values = version_values(&base_values(&config), &v1, &flows_columns(), &kafka).unwrap();
+        let (values, fingerprint) =
+            version_values(&base_values(&config), &v1, &flows_columns(), &kafka).unwrap();
+        assert!(!fingerprint.contains("= 'p'"), "{fingerprint}");
         let raw = values.substitute(&statements(PER_VERSION)[0]).unwrap();
         for expected in [
             "CREATE TABLE IF NOT EXISTS netflow.flows_1_raw ON CLUSTER 'flows'",

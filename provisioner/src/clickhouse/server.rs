@@ -95,6 +95,18 @@ impl Server {
             .collect())
     }
 
+    /// An object's comment, empty when it has none or does not exist.
+    pub async fn comment(&self, name: &str) -> Result<String> {
+        let comment = self
+            .client
+            .query("SELECT comment FROM system.tables WHERE database = ? AND name = ?")
+            .bind(&self.database)
+            .bind(name)
+            .fetch_optional::<String>()
+            .await;
+        Ok(context("read a table's comment", comment)?.unwrap_or_default())
+    }
+
     /// The migrations' state, or None where nothing was ever recorded.
     pub async fn state(&self) -> Result<Option<State>> {
         if !self.objects().await?.contains(MIGRATIONS_TABLE) {
