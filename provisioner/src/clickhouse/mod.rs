@@ -146,17 +146,7 @@ pub async fn migrate_with(
     schema: Schema<'_>,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ClickHouseError> {
-    let base = render::base_values(config);
-    let mut failures = Vec::new();
-    let mut count = 0;
-    for url in &config.clickhouse.servers {
-        let server = Server::new(url, &config.clickhouse);
-        match migrate_server(&server, config, &base, schema, mode, out).await {
-            Ok(n) => count += n,
-            Err(e) => failures.push(render::redact(config, &format!("{url}: {e}"))),
-        }
-    }
-    conclude(config, failures, count)
+    on_every_server(config, schema, Task::Migrate(mode), out).await
 }
 
 /// Prints, per server, the applied version, the dirty flag and the schema versions' tables.
@@ -171,12 +161,33 @@ pub async fn status_with(
     schema: Schema<'_>,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ClickHouseError> {
+    on_every_server(config, schema, Task::Status, out).await
+}
+
+/// What a run does on each server.
+#[derive(Debug, Clone, Copy)]
+enum Task {
+    Migrate(Mode),
+    Status,
+}
+
+/// Runs the task on every server in turn; one that fails is named, the others still run.
+async fn on_every_server(
+    config: &Config,
+    schema: Schema<'_>,
+    task: Task,
+    out: &mut (dyn Write + Send),
+) -> Result<usize, ClickHouseError> {
     let base = render::base_values(config);
     let mut failures = Vec::new();
     let mut count = 0;
     for url in &config.clickhouse.servers {
         let server = Server::new(url, &config.clickhouse);
-        match server_status(&server, config, &base, schema, out).await {
+        let result = match task {
+            Task::Migrate(mode) => migrate_server(&server, config, &base, schema, mode, out).await,
+            Task::Status => server_status(&server, config, &base, schema, out).await,
+        };
+        match result {
             Ok(n) => count += n,
             Err(e) => failures.push(render::redact(config, &format!("{url}: {e}"))),
         }
@@ -184,6 +195,7 @@ pub async fn status_with(
     conclude(config, failures, count)
 }
 
+/// The run's outcome: the count, or every server's failure.
 fn conclude(
     config: &Config,
     failures: Vec<String>,
