@@ -507,6 +507,40 @@ async fn flows_from_the_topic_reach_flows_and_the_aggregates_and_dictionaries_lo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_inline_schema_the_kafka_table_needs_no_proto_file() {
+    let broker = KafkaBroker::start();
+    let clickhouse = ClickHouse::start(); // no write_schemas(): no .proto file on the server
+    let dictionaries = serve_dictionaries();
+    let topic = flow_proto::current().topic("flows");
+    broker.create_topic(&topic, 1).await;
+    let mut config = config(&[&clickhouse.url], &broker.bootstrap, &dictionaries.url);
+    config.clickhouse.inline_schema = true;
+
+    let (applied, report) = migrate(&config, Mode::Apply, Schema::embedded()).await;
+    assert!(applied.is_ok(), "{applied:?}\n{report}");
+    assert!(!report.contains("warning"), "{report}");
+    let raw: String = scalar(
+        &clickhouse,
+        "SELECT create_table_query FROM system.tables WHERE name = 'flows_1_raw'",
+    )
+    .await;
+    assert!(raw.contains("format_schema_source = 'string'"), "{raw}");
+    let flows = flows(10, 1);
+    produce(&broker, &topic, batches(&flows)).await;
+    wait_for_count(&clickhouse, "SELECT count() FROM default.flows", 10).await;
+    let bytes: u64 = scalar(&clickhouse, "SELECT sum(bytes) FROM default.flows").await;
+    assert_eq!(bytes, flows.iter().map(|f| f.bytes).sum::<u64>());
+    let files = std::fs::read_dir(&clickhouse.schemas_dir).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".proto"))
+        })
+        .count()
+    });
+    assert_eq!(files, 0, "no .proto was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_failing_midway_stays_dirty_and_is_repaired_by_the_next_run() {
     let clickhouse = ClickHouse::start();
     let dictionaries = serve_dictionaries();

@@ -43,6 +43,11 @@ pub struct ClickHouseConfig {
     pub kafka_brokers: Option<Vec<String>>,
     /// Extra Kafka-engine settings (`kafka_flush_interval_ms = 500`, …).
     pub kafka_settings: BTreeMap<String, SettingValue>,
+    /// Give the Kafka tables each version's `.proto` text inline
+    /// (`format_schema_source = 'string'`) rather than the file init.sh writes, for
+    /// servers without init.sh (managed services); servers that lack the setting get
+    /// the file, with a warning.
+    pub inline_schema: bool,
     /// `prune` keeps this many newest schema versions.
     pub prune_keep_last: Option<u32>,
     /// `prune` removes versions whose newest flow is older than this.
@@ -95,6 +100,7 @@ impl Default for ClickHouseConfig {
             kafka_consumers: 1,
             kafka_brokers: None,
             kafka_settings: BTreeMap::new(),
+            inline_schema: false,
             prune_keep_last: None,
             prune_idle: None,
         }
@@ -117,6 +123,7 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("kafka_consumers", &self.kafka_consumers)
             .field("kafka_brokers", &self.kafka_brokers)
             .field("kafka_settings", &self.kafka_settings)
+            .field("inline_schema", &self.inline_schema)
             .field("prune_keep_last", &self.prune_keep_last)
             .field("prune_idle", &self.prune_idle)
             .finish()

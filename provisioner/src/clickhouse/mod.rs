@@ -401,6 +401,7 @@ async fn version_changes<'a>(
     config: &Config,
     base: &Values,
     versions: &'a [SchemaVersion],
+    out: &mut (dyn Write + Send),
 ) -> Result<Result<Vec<VersionChange<'a>>, Vec<String>>, ServerError> {
     let existing = server.objects().await?;
     let columns = server.flows_columns().await?;
@@ -411,7 +412,16 @@ async fn version_changes<'a>(
             .filter(|n| !existing.contains(n))
             .collect()));
     }
-    let kafka = KafkaEngine::new(config, server.max_threads().await?);
+    let inline = config.clickhouse.inline_schema;
+    let inline_possible = inline && server.has_setting("format_schema_source").await?;
+    if inline && !inline_possible {
+        say!(
+            out,
+            "{}: warning: no format_schema_source on this server: its Kafka tables read the .proto files init.sh writes",
+            server.url
+        );
+    }
+    let kafka = KafkaEngine::new(config, server.max_threads().await?, inline_possible);
     let mut changes = Vec::new();
     for version in versions {
         let (values, fingerprint) = render::version_values(base, version, &columns, &kafka)?;
@@ -470,7 +480,7 @@ async fn versions(
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ServerError> {
     let url = &server.url;
-    let changes = match version_changes(server, config, base, versions).await? {
+    let changes = match version_changes(server, config, base, versions, out).await? {
         Ok(changes) => changes,
         Err(missing) => {
             if !missing.is_empty() {
@@ -587,7 +597,7 @@ async fn server_status(
             missing += absent.len();
         }
     }
-    match version_changes(server, config, base, schema.versions).await? {
+    match version_changes(server, config, base, schema.versions, out).await? {
         Ok(changes) => {
             for change in &changes {
                 say!(

@@ -155,13 +155,16 @@ pub struct KafkaEngine {
     pub topic_base: String,
     /// Consumers per table, already capped at the server's `max_threads`.
     pub consumers: u64,
+    /// Whether the tables carry the `.proto` text itself rather than a file name.
+    pub inline_schema: bool,
     /// The settings that follow from the configuration, rendered, in order.
     pub settings: Vec<(String, String)>,
 }
 
 impl KafkaEngine {
-    /// The engine settings from the configuration, consumers capped at `max_threads`.
-    pub fn new(config: &Config, max_threads: u64) -> KafkaEngine {
+    /// The engine settings from the configuration, consumers capped at `max_threads`;
+    /// `inline_schema` when the configuration asks and the server can.
+    pub fn new(config: &Config, max_threads: u64, inline_schema: bool) -> KafkaEngine {
         let ch: &ClickHouseConfig = &config.clickhouse;
         let mut settings = vec![("kafka_group_name".to_owned(), quote(&ch.kafka_group))];
         let security = match (&config.kafka.tls, &config.kafka.sasl) {
@@ -195,6 +198,7 @@ impl KafkaEngine {
             brokers: ch.kafka_brokers(&config.kafka).to_vec(),
             topic_base: config.kafka.topic_base.clone(),
             consumers: u64::from(ch.kafka_consumers).clamp(1, max_threads.max(1)),
+            inline_schema,
             settings,
         }
     }
@@ -240,13 +244,24 @@ pub fn version_values(
             quote(&version.topic(&kafka.topic_base)),
         ),
         ("kafka_format".to_owned(), quote("Protobuf")),
-        ("kafka_schema".to_owned(), quote(&names.kafka_schema)),
         (
             "kafka_num_consumers".to_owned(),
             kafka.consumers.to_string(),
         ),
         ("kafka_handle_error_mode".to_owned(), quote("stream")),
     ];
+    if kafka.inline_schema {
+        // Not kafka_schema: the Kafka engine expands {macros} in its own settings, and
+        // a .proto is full of braces; the format's setting is passed through as it is.
+        settings.push(("format_schema".to_owned(), quote(version.proto_text)));
+        settings.push(("format_schema_source".to_owned(), quote("string")));
+        settings.push((
+            "format_schema_message_name".to_owned(),
+            quote(&version.message_name()),
+        ));
+    } else {
+        settings.push(("kafka_schema".to_owned(), quote(&names.kafka_schema)));
+    }
     settings.extend(kafka.settings.iter().cloned());
     let fingerprint = format!(
         "made by flow-provisioner from: {}; columns: {}",
@@ -254,6 +269,8 @@ pub fn version_values(
             .iter()
             .map(|(k, v)| match k.as_str() {
                 "kafka_sasl_password" => format!("{k} = [HIDDEN]"),
+                // A released .proto never changes: its name says it all.
+                "format_schema" => format!("{k} = <{} inline>", version.proto_file_name()),
                 _ => format!("{k} = {v}"),
             })
             .collect::<Vec<_>>()
@@ -323,7 +340,7 @@ mod tests {
     /// Every statement of every file, substituted with `config`'s values.
     fn all_statements(config: &Config) -> Vec<String> {
         let base = base_values(config);
-        let kafka = KafkaEngine::new(config, 8);
+        let kafka = KafkaEngine::new(config, 8, false);
         let mut out = Vec::new();
         for migration in MIGRATIONS {
             for statement in statements(migration.sql) {
@@ -435,7 +452,7 @@ mod tests {
             .clickhouse
             .kafka_settings
             .insert("kafka_flush_interval_ms".into(), SettingValue::Integer(500));
-        let kafka = KafkaEngine::new(&config, 4);
+        let kafka = KafkaEngine::new(&config, 4, false);
         assert_eq!(kafka.consumers, 4, "capped at max_threads");
         let v1 = flow_proto::current();
         let (values, fingerprint) =
@@ -467,6 +484,29 @@ mod tests {
     }
 
     #[test]
+    fn an_inline_schema_carries_the_proto_text_and_the_message_name() {
+        let config = Config::default();
+        let v1 = flow_proto::current();
+        let kafka = KafkaEngine::new(&config, 2, true);
+        let (values, _) =
+            version_values(&base_values(&config), &v1, &flows_columns(), &kafka).unwrap();
+        let raw = values.substitute(&statements(PER_VERSION)[0]).unwrap();
+        assert!(
+            raw.contains("    format_schema = '// Flow schema, version 1.\\n"),
+            "{raw}"
+        );
+        assert!(!raw.contains("    kafka_schema = "), "{raw}");
+        assert!(
+            raw.contains("    format_schema_source = 'string',"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("    format_schema_message_name = 'FlowMessageV1',"),
+            "{raw}"
+        );
+    }
+
+    #[test]
     fn a_field_without_a_flows_column_is_named() {
         let config = Config::default();
         let mut columns = flows_columns();
@@ -475,7 +515,7 @@ mod tests {
             &base_values(&config),
             &flow_proto::current(),
             &columns,
-            &KafkaEngine::new(&config, 2),
+            &KafkaEngine::new(&config, 2, false),
         )
         .unwrap_err();
         assert!(err.to_string().contains("`src_vlan`"), "{err}");

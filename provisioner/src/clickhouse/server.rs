@@ -187,6 +187,17 @@ impl Server {
         context("read max_threads", threads)
     }
 
+    /// Whether the server knows a setting (newer ones appear in newer versions).
+    pub async fn has_setting(&self, name: &str) -> Result<bool> {
+        let count = self
+            .client
+            .query("SELECT count() FROM system.settings WHERE name = ?")
+            .bind(name)
+            .fetch_one::<u64>()
+            .await;
+        Ok(context("read system.settings", count)? > 0)
+    }
+
     /// Seconds since each schema version's newest flow, by version number.
     pub async fn idle_seconds(&self) -> Result<Vec<(u16, u64)>> {
         let idle = self
