@@ -101,6 +101,11 @@ enum ServerError {
         "migration {version} was left dirty, and this provisioner does not know it: run the flow-provisioner that started it"
     )]
     UnknownDirty { version: i64 },
+    #[error("schema {version}: cannot drop its Kafka table and views to replace them: {source}")]
+    Replace {
+        version: String,
+        source: clickhouse::error::Error,
+    },
     #[error(transparent)]
     Version(#[from] VersionError),
     #[error("{file}: {source}")]
@@ -508,16 +513,12 @@ async fn versions(
             }
             Mode::Apply => {
                 if change.stale {
-                    drop_version(server, version).await.map_err(|source| {
-                        ServerError::Statement {
-                            file: change.file.clone(),
-                            index: 0,
-                            count: change.sql.len(),
-                            statement: format!("DROP of {}", version_objects(version).join(", ")),
+                    drop_version(server, version)
+                        .await
+                        .map_err(|source| ServerError::Replace {
+                            version: version.to_string(),
                             source,
-                            advice: VERSION_ADVICE,
-                        }
-                    })?;
+                        })?;
                 }
                 run(server, &change.file, &change.sql, VERSION_ADVICE).await?;
                 say!(out, "{url}: schema {version}: done: {}", change.describe());
@@ -617,4 +618,52 @@ async fn server_status(
         }
     }
     Ok(pending.len() + missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(version: i64, dirty: bool) -> Option<State> {
+        Some(State {
+            version,
+            dirty: u8::from(dirty),
+            sequence: 7,
+        })
+    }
+
+    fn numbers(pending: &[&Migration]) -> Vec<u32> {
+        pending.iter().map(|m| m.version).collect()
+    }
+
+    #[test]
+    fn pending_follows_golang_migrate() {
+        let schema = Schema::embedded();
+        let all: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let last = i64::from(*all.last().unwrap());
+
+        let (list, dirty) = pending(schema, None).unwrap();
+        assert_eq!((numbers(&list), dirty), (all.clone(), false));
+        let (list, dirty) = pending(schema, state(2, false)).unwrap();
+        assert_eq!((numbers(&list), dirty), (all[2..].to_vec(), false));
+        let (list, dirty) = pending(schema, state(2, true)).unwrap();
+        assert_eq!((numbers(&list), dirty), (all[1..].to_vec(), true));
+        let (list, _) = pending(schema, state(last, false)).unwrap();
+        assert!(list.is_empty());
+
+        let newer = pending(schema, state(last + 1, false)).unwrap_err();
+        assert!(
+            newer.to_string().contains("run a newer flow-provisioner"),
+            "{newer}"
+        );
+        let first_only = Schema {
+            migrations: &MIGRATIONS[..1],
+            versions: schema.versions,
+        };
+        let unknown = pending(first_only, state(0, true)).unwrap_err();
+        assert!(
+            matches!(unknown, ServerError::UnknownDirty { version: 0 }),
+            "{unknown}"
+        );
+    }
 }
