@@ -743,7 +743,29 @@ async fn a_rolling_upgrade_adds_v2_and_keeps_v1_both_consuming() {
     let (applied, report) = migrate(config, Mode::Apply, Schema::embedded()).await;
     assert!(applied.is_ok(), "{report}");
 
-    // The upgrade: one more migration, and v2 after v1.
+    // The upgrade: one more migration, and v2 after v1; plan and status see it coming.
+    let (planned, report) = migrate(config, Mode::Plan, upgraded).await;
+    assert_eq!(planned, Ok(1 + 3), "{report}");
+    assert!(
+        report.contains(
+            "_v2_columns.sql:\nALTER TABLE default.flows ADD COLUMN IF NOT EXISTS `src_country`"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "pending after the migrations: flows_2_raw, flows_2_raw_consumer, flows_2_raw_errors"
+        ),
+        "{report}"
+    );
+    let mut out = Vec::new();
+    let differences = provisioner::status_with(config, upgraded, &mut out).await;
+    assert_eq!(
+        differences.unwrap(),
+        1 + 3,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     let (applied, report) = migrate(config, Mode::Apply, upgraded).await;
     assert_eq!(applied, Ok(1 + 3), "{report}");
     assert!(

@@ -305,7 +305,17 @@ async fn migrate_server(
     if config.clickhouse.cluster.is_some() {
         created += distributed(server, base, mode, out).await?;
     }
-    created += versions(server, config, base, schema.versions, mode, out).await?;
+    let migrations_pending = mode == Mode::Plan && !pending.is_empty();
+    created += versions(
+        server,
+        config,
+        base,
+        schema.versions,
+        migrations_pending,
+        mode,
+        out,
+    )
+    .await?;
     if mode == Mode::Apply {
         for dictionary in DICTIONARIES {
             let reload = format!("SYSTEM RELOAD DICTIONARY {}", server.qualified(dictionary));
@@ -399,18 +409,20 @@ struct VersionChange<'a> {
     file: String,
 }
 
-/// The versions whose objects are missing or stale, or, where `flows` does not exist
-/// yet (a plan before the first migration), the names of the missing objects only.
+/// The versions whose objects are missing or stale; or, while migrations are pending
+/// (a plan or status before `migrate`: `flows` may lack a new version's columns, or
+/// not exist), the names of the missing objects only.
 async fn version_changes<'a>(
     server: &Server,
     config: &Config,
     base: &Values,
     versions: &'a [SchemaVersion],
+    migrations_pending: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<Result<Vec<VersionChange<'a>>, Vec<String>>, ServerError> {
     let existing = server.objects().await?;
     let columns = server.flows_columns().await?;
-    if columns.is_empty() {
+    if migrations_pending || columns.is_empty() {
         return Ok(Err(versions
             .iter()
             .flat_map(version_objects)
@@ -481,23 +493,25 @@ async fn versions(
     config: &Config,
     base: &Values,
     versions: &[SchemaVersion],
+    migrations_pending: bool,
     mode: Mode,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, ServerError> {
     let url = &server.url;
-    let changes = match version_changes(server, config, base, versions, out).await? {
-        Ok(changes) => changes,
-        Err(missing) => {
-            if !missing.is_empty() {
-                say!(
-                    out,
-                    "{url}: pending after the migrations: {}",
-                    missing.join(", ")
-                );
+    let changes =
+        match version_changes(server, config, base, versions, migrations_pending, out).await? {
+            Ok(changes) => changes,
+            Err(missing) => {
+                if !missing.is_empty() {
+                    say!(
+                        out,
+                        "{url}: pending after the migrations: {}",
+                        missing.join(", ")
+                    );
+                }
+                return Ok(missing.len());
             }
-            return Ok(missing.len());
-        }
-    };
+        };
     for change in &changes {
         let version = change.version;
         match mode {
@@ -598,7 +612,16 @@ async fn server_status(
             missing += absent.len();
         }
     }
-    match version_changes(server, config, base, schema.versions, out).await? {
+    match version_changes(
+        server,
+        config,
+        base,
+        schema.versions,
+        !pending.is_empty(),
+        out,
+    )
+    .await?
+    {
         Ok(changes) => {
             for change in &changes {
                 say!(
