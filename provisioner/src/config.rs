@@ -86,6 +86,7 @@ impl Config {
     /// Checks what types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kafka.validate()?;
+        self.clickhouse.validate()?;
         crate::http::validate(self)
     }
 }

@@ -30,6 +30,7 @@ enum Command {
     Plan(PlanCommand),
     Status(StatusCommand),
     Serve(ServeCommand),
+    Prune(PruneCommand),
 }
 
 /// Creates or brings in line the Kafka topic, then applies the ClickHouse migrations.
@@ -68,6 +69,29 @@ struct ServeCommand {
     config: Option<PathBuf>,
 }
 
+/// Drops the Kafka tables and views of old schema versions, by a rule from the flags
+/// or the configuration; refused while a version's topic holds unconsumed records.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "prune")]
+struct PruneCommand {
+    /// the configuration file (TOML); without it, the embedded local defaults
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// keep the newest K schema versions (the current one among them)
+    #[argh(option)]
+    keep_last: Option<u32>,
+    /// prune the versions whose newest flow is older than this (`30d`, `12h`)
+    #[argh(option, from_str_fn(duration))]
+    idle: Option<std::time::Duration>,
+    /// prune even while a topic still holds unconsumed records
+    #[argh(switch)]
+    force: bool,
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))
+}
+
 const FAILED: u8 = 1;
 const BAD_CONFIG: u8 = 2;
 const DIFFERENCES: u8 = 3;
@@ -88,7 +112,7 @@ fn main() -> ExitCode {
     }
     let Some(command) = cli.command else {
         eprintln!(
-            "flow-provisioner: a command is needed (migrate, plan, status, serve); see --help"
+            "flow-provisioner: a command is needed (migrate, plan, status, serve, prune); see --help"
         );
         return ExitCode::from(BAD_CONFIG);
     };
@@ -97,6 +121,7 @@ fn main() -> ExitCode {
         Command::Plan(c) => &c.config,
         Command::Status(c) => &c.config,
         Command::Serve(c) => &c.config,
+        Command::Prune(c) => &c.config,
     };
     let config = match path {
         Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
@@ -120,7 +145,26 @@ fn main() -> ExitCode {
                 ExitCode::from(FAILED)
             }
         },
+        Command::Prune(c) => prune(
+            &config,
+            clickhouse::PruneOptions {
+                keep_last: c.keep_last,
+                idle: c.idle,
+                force: c.force,
+            },
+        ),
     }
+}
+
+fn prune(config: &Config, options: clickhouse::PruneOptions) -> ExitCode {
+    let schema = clickhouse::Schema::embedded();
+    let result = runtime().block_on(clickhouse::prune(
+        config,
+        options,
+        schema,
+        &mut std::io::stdout(),
+    ));
+    conclude(false, [result.map_err(|e| format!("clickhouse: {e}"))])
 }
 
 fn runtime() -> tokio::runtime::Runtime {
