@@ -256,7 +256,7 @@ fn serve_dictionaries() -> DictionaryServer {
     std::fs::copy(data.join("asns.csv"), endpoints.join("asns.csv")).unwrap();
     std::fs::write(endpoints.join("networks.csv"), NETWORKS_CSV).unwrap();
     let port = free_port();
-    let mut command = Command::new("python3");
+    let mut command = Command::new(flow_tests::python());
     command
         .args([
             "-m",
@@ -843,12 +843,14 @@ async fn prune_refuses_while_the_old_topic_has_a_backlog_and_drops_once_drained(
     produce(broker, &v1.topic("flows"), batches(&flows(5, 1))).await;
     wait_for_count(clickhouse, "SELECT count() FROM default.flows", 5).await;
 
-    // v1's consumer stops; records arrive that nobody reads.
+    // v1's views stop; records arrive that nobody reads.
     let execute = |sql: &'static str| {
         let client = clickhouse.client();
         async move { client.query(sql).execute().await.unwrap() }
     };
+    // Both views: a Kafka table consumes while any view depends on it.
     execute("DETACH TABLE default.flows_1_raw_consumer").await;
+    execute("DETACH TABLE default.flows_1_raw_errors").await;
     produce(broker, &v1.topic("flows"), batches(&flows(5, 11))).await;
     let options = provisioner::PruneOptions {
         keep_last: Some(1),
@@ -873,6 +875,7 @@ async fn prune_refuses_while_the_old_topic_has_a_backlog_and_drops_once_drained(
 
     // Once the backlog drains, the same rule drops v1 and keeps v2.
     execute("ATTACH TABLE default.flows_1_raw_consumer").await;
+    execute("ATTACH TABLE default.flows_1_raw_errors").await;
     wait_for_count(clickhouse, "SELECT count() FROM default.flows", 10).await;
     let mut out = Vec::new();
     let pruned = provisioner::prune(config, options, schema, &mut out).await;
