@@ -45,7 +45,8 @@ impl std::fmt::Display for Totals {
 /// The running pipeline. Dropping it stops every process it started.
 #[derive(Debug)]
 pub struct Pipeline {
-    // Field order is stop order: the agent first, the services last.
+    // Field order is stop order: the exporter and the agent first, the services last.
+    live: Option<LiveExporter>,
     agent: Process,
     serve: Process,
     clickhouse: ClickHouse,
@@ -101,6 +102,13 @@ impl Pipeline {
             || crate::services::http_get(serve_port, "/healthz").is_some(),
         );
 
+        // The agent's listeners are chosen now so that the live exporter, which needs
+        // time to settle before it exports what it sees, can start at once.
+        let netflow = free_udp_address();
+        let sflow = free_udp_address();
+        progress("starting a live exporter: pmacct's probe on the loopback interface (IPFIX)");
+        let live = LiveExporter::start(serve_port, netflow);
+
         progress("running the served init.sh into ClickHouse's format_schemas directory");
         let init = Command::new("sh")
             .arg("-c")
@@ -136,8 +144,6 @@ impl Pipeline {
             progress(&format!("  {line}"));
         }
 
-        let netflow = free_udp_address();
-        let sflow = free_udp_address();
         let agent_http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let agent_config = dir.path().join("agent.toml");
         std::fs::write(
@@ -160,6 +166,7 @@ impl Pipeline {
             .build()
             .expect("a tokio runtime");
         Pipeline {
+            live: Some(live),
             agent,
             serve,
             clickhouse,
@@ -173,10 +180,12 @@ impl Pipeline {
         }
     }
 
-    /// Sends the traffic of `plan` to the agent, reporting what each source sent;
-    /// returns the totals of everything sent. Ends early when `stop` is set.
+    /// Sends the traffic of `plan` to the agent, then stops the live exporter (which
+    /// has watched the loopback traffic since the pipeline started), reporting what
+    /// each source sent; returns the totals of everything sent. Ends early when
+    /// `stop` is set. Call it once.
     pub fn send_traffic(
-        &self,
+        &mut self,
         plan: TrafficPlan,
         stop: &AtomicBool,
         report: &dyn Fn(&str, Totals),
@@ -189,16 +198,6 @@ impl Pipeline {
             sent.bytes += totals.bytes;
             sent.packets += totals.packets;
         };
-        let live = (plan.live_requests > 0).then(|| {
-            let port = self
-                .serve_url
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("the serve URL has a port");
-            LiveExporter::start(port, self.netflow)
-        });
-
         let dir = tempfile::tempdir().expect("temporary directory");
         let capture = dir.path().join("synthetic.pcap");
         crate::traffic::write_synthetic_capture(
@@ -246,14 +245,7 @@ impl Pipeline {
             }
             add(what, sender.sent());
         }
-        if let Some(live) = live {
-            if !stopped() {
-                make_loopback_traffic(
-                    &self.serve_url,
-                    "/api/v0/clickhouse/protocols.csv",
-                    plan.live_requests,
-                );
-            }
+        if let Some(live) = self.live.take() {
             add("pmacctd IPFIX (live loopback traffic)", live.finish());
         }
         sent
@@ -448,9 +440,6 @@ pub struct TrafficPlan {
     pub synthetic_flows: u32,
     /// Whether to replay the real captures of `../shared/data/captures` too.
     pub captures: bool,
-    /// HTTP requests made on the loopback interface for the live exporter to see
-    /// (0: no live exporter).
-    pub live_requests: usize,
 }
 
 /// Sends datagrams to the agent from one source address and port, as one exporter
@@ -549,18 +538,24 @@ pub fn capture_datagrams() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 
 /// pmacct's probe (`pmacctd` with the `nfprobe` plugin) capturing the loopback
 /// interface (TCP to one port only), exporting IPFIX to a relay that forwards each
-/// datagram through a [`Sender`]. (softflowd 1.1.0 on `lo` receives the packets but
-/// processes none before its capture buffer fills, so it is no live exporter here.)
+/// datagram through a [`Sender`], while a thread makes HTTP requests to that port.
+/// (softflowd 1.1.0 on `lo` receives the packets but processes none before its
+/// capture buffer fills, so it is no live exporter here. pmacctd exports what it
+/// holds when it stops, but only what it saw once it had run for several seconds:
+/// hence traffic from the start to the end.)
 #[derive(Debug)]
 pub struct LiveExporter {
     pmacctd: Process,
+    traffic: std::thread::JoinHandle<()>,
+    traffic_stop: Arc<AtomicBool>,
     relay: std::thread::JoinHandle<Sender>,
-    stop: Arc<AtomicBool>,
+    relay_stop: Arc<AtomicBool>,
     _dir: TempDir,
 }
 
 impl LiveExporter {
-    /// Starts pmacctd on `lo` for TCP traffic on `port`, relaying to `target`.
+    /// Starts pmacctd on `lo` for TCP traffic on `port` (an HTTP server's), and the
+    /// requests to it, relaying the export to `target`.
     pub fn start(port: u16, target: SocketAddr) -> LiveExporter {
         let dir = tempfile::tempdir().expect("temporary directory");
         let relay_socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the relay");
@@ -610,10 +605,20 @@ impl LiveExporter {
                 }
             }
         });
+        let traffic_stop = Arc::new(AtomicBool::new(false));
+        let traffic_running = Arc::clone(&traffic_stop);
+        let traffic = std::thread::spawn(move || {
+            while !traffic_running.load(Ordering::Relaxed) {
+                let _ = crate::services::http_get(port, "/healthz");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
         LiveExporter {
             pmacctd,
+            traffic,
+            traffic_stop,
             relay,
-            stop,
+            relay_stop: stop,
             _dir: dir,
         }
     }
@@ -621,19 +626,10 @@ impl LiveExporter {
     /// Stops pmacctd (which exports every flow it still holds) and the relay;
     /// returns what the relay forwarded.
     pub fn finish(mut self) -> Totals {
+        self.traffic_stop.store(true, Ordering::Relaxed);
+        let _ = self.traffic.join();
         self.pmacctd.stop();
-        self.stop.store(true, Ordering::Relaxed);
+        self.relay_stop.store(true, Ordering::Relaxed);
         self.relay.join().expect("the relay thread").sent()
-    }
-}
-
-/// Makes live TCP traffic on the loopback interface: `requests` HTTP GETs of `path`
-/// on `url`'s server (the provisioner's endpoints), through curl.
-fn make_loopback_traffic(url: &str, path: &str, requests: usize) {
-    for _ in 0..requests {
-        let _ = Command::new("curl")
-            .args(["-fsS", "-o", "/dev/null"])
-            .arg(format!("{url}{path}"))
-            .status();
     }
 }

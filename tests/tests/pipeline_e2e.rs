@@ -15,7 +15,6 @@ fn clickhouse_stores_exactly_what_the_exporters_sent() {
     let plan = TrafficPlan {
         synthetic_flows: 300,
         captures: true,
-        live_requests: 5,
     };
     let sent = pipeline.send_traffic(plan, &never, &|what, totals| {
         eprintln!("{what}: {totals}");

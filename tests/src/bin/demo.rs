@@ -26,7 +26,6 @@ fn main() -> ExitCode {
     let plan = TrafficPlan {
         synthetic_flows: 5_000,
         captures: true,
-        live_requests: 40,
     };
     let sent = pipeline.send_traffic(plan, &stop, &|what, totals| {
         println!("    {what}: {totals}");
