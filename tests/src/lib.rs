@@ -43,16 +43,23 @@ pub fn shared_data_dir() -> PathBuf {
 }
 
 /// The path of one of the workspace's binaries (`flow-agent`, `flow-provisioner`), built
-/// for this test profile. `cargo test --workspace` builds them; when a single test target
-/// runs alone, this builds the binary first, once per process (its package has its name).
+/// for this profile. Tests (run from target/<profile>/deps/) build it first, once per
+/// process, as a single test target does not build other packages' binaries; the demo
+/// (run from target/<profile>/) takes the one `./run-demo` built beside it.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("the executable's path");
-    // Tests run from target/<profile>/deps/, the demo from target/<profile>/.
-    let mut profile_dir = exe.parent().expect("the executable's folder");
-    if profile_dir.ends_with("deps") {
-        profile_dir = profile_dir.parent().expect("target/<profile>");
+    let exe_dir = exe.parent().expect("the executable's folder");
+    if !exe_dir.ends_with("deps") {
+        let path = exe_dir.join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: build it with `cargo build --release --workspace --bins`",
+            path.display()
+        );
+        return path;
     }
+    let profile_dir = exe_dir.parent().expect("target/<profile>");
     let path = profile_dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
