@@ -154,6 +154,11 @@ fn collect_datagrams(what: &str, mut command: impl FnMut(u16) -> Command) -> Vec
     // The exporter's output goes to a file: a pipe nobody reads would block it once full.
     let log = tempfile::tempfile().expect("temporary log file");
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a collector socket");
+    // Exporters reading a file send as fast as they can: a default-sized receive
+    // buffer loses datagrams (templates among them) whenever this thread is not
+    // scheduled. As root, the limit of net.core.rmem_max does not apply.
+    let _ =
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(64 << 20));
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("socket timeout");

@@ -10,8 +10,13 @@ use std::time::Duration;
 
 use flow_tests::pipeline::{Pipeline, TrafficPlan};
 
+/// Prints a step; the lines that detail one (indented) go under it.
 fn step(what: &str) {
-    println!("==> {what}");
+    if what.starts_with(' ') {
+        println!("  {what}");
+    } else {
+        println!("==> {what}");
+    }
 }
 
 fn main() -> ExitCode {
