@@ -1,7 +1,8 @@
 //! Any bytes through one NetFlow v5/v9/IPFIX decoder, as a few datagrams in a
 //! row: the input is cut at each "NFSP" marker, so that one input can hold
 //! templates and options in a datagram and the data they govern in the next,
-//! with a fresh template cache per input (failures reproduce from one file).
+//! with a fresh template cache per input (failures reproduce from one file),
+//! and data held for templates that come in a later one.
 //! A raw payload with no marker is one datagram, so captures seed it as is.
 #![no_main]
 
@@ -15,7 +16,11 @@ const SEPARATOR: &[u8] = b"NFSP";
 
 fuzz_target!(|input: &[u8]| {
     let mut decoder = NetflowDecoder::new(TemplateLimits::default());
-    let options = DecodeOptions::default();
+    // The hold on: data before its template is kept, then decoded by a later datagram.
+    let options = DecodeOptions {
+        hold_early_data_seconds: 5,
+        ..DecodeOptions::default()
+    };
     let mut counters = DecodeCounters::default();
     let mut flows = Vec::new();
     let source = SocketAddr::from(([192, 0, 2, 1], 2055));
