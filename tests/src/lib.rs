@@ -7,6 +7,7 @@
 //! - [`clients`]: confluent-kafka (librdkafka) and `protoc`, independent of our code.
 //! - [`traffic`]: realistic flow datagrams, made by real exporters from synthetic traffic.
 //! - [`pipeline`]: the whole pipeline on one machine, for the demo and the end-to-end test.
+//! - [`tls`]: test certificates (made by `openssl`) and a TLS terminator in front of the broker.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +15,7 @@ pub mod agent;
 pub mod clients;
 pub mod pipeline;
 pub mod services;
+pub mod tls;
 pub mod traffic;
 
 use std::path::PathBuf;

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use flow_tests::services::{ClickHouse, Process, free_port};
+use flow_tests::tls::Certificates;
 use tempfile::TempDir;
 
 /// A running `serve` with its own config file and log.
@@ -998,27 +999,13 @@ fn the_grafana_proxy_answers_502_when_the_upstream_is_down() {
 
 #[test]
 fn https_with_the_configured_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    succeed(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
+    let certificates = Certificates::make();
+    let (cert, key) = (
+        certificates.path("server.pem"),
+        certificates.path("server.key"),
     );
     let upstream = Upstream::start();
-    let cacert = cert.display().to_string();
+    let cacert = certificates.path("ca.pem").display().to_string();
     let serve = Serve::start_with(
         &format!(
             "[http.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",

@@ -10,12 +10,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
 use flow_provisioner::Mode;
 use flow_provisioner::config::Config;
 use flow_provisioner::kafka;
 use flow_tests::services::{KafkaBroker, free_port};
+use flow_tests::tls::{Certificates, ClientAuth, TlsTerminator};
 use serde_json::Value;
 
 const TOPIC_BASE: &str = "flows";
@@ -386,62 +388,24 @@ async fn scram_against_the_real_broker_reaches_its_verdict() {
     assert!(kafka::status(&config(&[&address], "")).await.is_err());
 }
 
-/// The certificates the provisioner's own TLS tests use.
-fn testdata(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../provisioner/src/kafka/testdata")
-        .join(name)
-}
-
-/// Terminates TLS on `listen` (with testdata's server certificate, signed by `ca.pem`)
-/// and forwards each connection in plaintext to `target`: the test broker cannot serve
-/// TLS itself (its `--cert` and `--key` flags exclude each other in this build).
-async fn tls_terminator(listen: u16, target: u16) {
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls::{ServerConfig, crypto::ring};
-
-    let chain = CertificateDer::pem_file_iter(testdata("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(testdata("server.key")).unwrap();
-    let config = ServerConfig::builder_with_provider(std::sync::Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-}
-
 /// The whole topic run over TLS to the real broker (through a TLS terminator it
 /// advertises), checked by confluent-kafka over TLS too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topic_is_managed_over_tls() {
-    let (tls_port, broker_port) = (free_port(), free_port());
-    let address = format!("127.0.0.1:{tls_port}");
+    let certificates = Certificates::make();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let broker_port = free_port();
     let _broker = OwnBroker::start(broker_port, &address, &[]);
-    tls_terminator(tls_port, broker_port).await;
-    let ca = testdata("ca.pem");
+    let _terminator = TlsTerminator::start(
+        &certificates,
+        listener,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, broker_port)),
+        ClientAuth::NotAsked,
+    );
+    let ca = certificates.path("ca.pem");
     let tls = format!(
         "[kafka.tls]\nca_file = \"{}\"\n{CONFIG_ENTRIES}",
         ca.display()
@@ -466,7 +430,10 @@ async fn the_topic_is_managed_over_tls() {
     let plaintext = config(&[&address], CONFIG_ENTRIES);
     let error = kafka::status(&plaintext).await.unwrap_err().to_string();
     assert!(error.contains(&address), "{error}");
-    let other = tls.replace("ca.pem", "other-ca.pem");
+    let other = tls.replace(
+        &ca,
+        &certificates.path("other-ca.pem").display().to_string(),
+    );
     let error = kafka::status(&config(&[&address], &other))
         .await
         .unwrap_err()
