@@ -21,7 +21,8 @@
 //!   files (uncompressed) to a temporary directory; nfdump has no sFlow collector in
 //!   Debian (no sfcapd), so nfcapd sits out the sFlow dataset.
 //!
-//! `FLOW_BENCH_TRIAL_MS` sets each trial's length (default 2000).
+//! `FLOW_BENCH_TRIAL_MS` sets each trial's length (default 2000); `FLOW_BENCH_ONLY`, a
+//! comma-separated list of `agent`, `pmacct`, `nfcapd`, runs only those collectors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -147,6 +148,13 @@ fn main() {
     core.set(SENDER_CORE).expect("core 0 exists");
     sched_setaffinity(Pid::from_raw(0), &core).expect("pin the sender to core 0");
 
+    let only = std::env::var("FLOW_BENCH_ONLY").unwrap_or_default();
+    let wanted = |kind: Kind| {
+        only.is_empty()
+            || only
+                .split(',')
+                .any(|k| k.trim() == format!("{kind:?}").to_lowercase())
+    };
     let datasets = datasets();
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the sender");
     let mut table = Vec::new();
@@ -161,7 +169,7 @@ fn main() {
         );
         let mut results = Vec::new();
         for kind in [Kind::Agent, Kind::Pmacct, Kind::Nfcapd] {
-            if kind == Kind::Nfcapd && dataset.sflow {
+            if !wanted(kind) || (kind == Kind::Nfcapd && dataset.sflow) {
                 continue;
             }
             let mut collector = Collector::start(kind, dataset);
