@@ -22,7 +22,9 @@
 //!   Debian (no sfcapd), so nfcapd sits out the sFlow dataset.
 //!
 //! `FLOW_BENCH_TRIAL_MS` sets each trial's length (default 2000); `FLOW_BENCH_ONLY`, a
-//! comma-separated list of `agent`, `pmacct`, `nfcapd`, runs only those collectors.
+//! comma-separated list of `agent`, `pmacct`, `nfcapd`, runs only those collectors;
+//! `FLOW_BENCH_AGENT` runs that `flow-agent` binary instead of this profile's (to profile
+//! a build that keeps its symbols).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -265,11 +267,9 @@ impl Collector {
                     .block_on(kafka.create_topic(&topic, 1));
                 let path = dir.path().join("agent.toml");
                 std::fs::write(&path, text).expect("write agent.toml");
-                command
-                    .arg(flow_tests::agent::binary())
-                    .arg("run")
-                    .arg("--config")
-                    .arg(path);
+                let binary = std::env::var_os("FLOW_BENCH_AGENT")
+                    .map_or_else(flow_tests::agent::binary, PathBuf::from);
+                command.arg(binary).arg("run").arg("--config").arg(path);
                 broker = Some(kafka);
                 http = Some(http_port);
             }
