@@ -8,8 +8,13 @@
 //! what was admitted first (older flows, already batched) is never thrown away
 //! for what comes later.
 //!
-//! The [`Producer`] task assigns each flow a partition by a hash of its exporter
-//! address (one exporter's flows stay together and in order), packs flows into
+//! Listeners encode their flows themselves ([`Intake::encode`], length-delimited,
+//! grouped by exporter into [`EncodedFlows`]) and submit them once per receive
+//! batch: the decoded messages are dropped by the thread that made them, and the
+//! producer is woken once per batch, not once per datagram.
+//!
+//! The [`Producer`] task assigns each exporter's flows a partition by a hash of
+//! its address (one exporter's flows stay together and in order), packs them into
 //! Kafka records of up to `max_flows_per_message` flows or `max_message_bytes`
 //! bytes, and produces a partition's records when they reach `max_batch_bytes`
 //! or have waited `linger_ms`. A produce call is bounded by `produce_timeout_ms`
@@ -24,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flow_proto::FlowMessage;
+use prost::Message;
 use rskafka::BackoffConfig;
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
@@ -59,6 +65,7 @@ pub fn channel(
         sender,
         held: Arc::clone(&held),
         bound: max_flows,
+        max_message_bytes: config.max_message_bytes,
         metrics: Arc::clone(&metrics),
     };
     let producer = Producer {
@@ -75,20 +82,85 @@ pub fn channel(
     (intake, producer)
 }
 
-/// The listeners' end: admits flows up to the bound, counts the rest as dropped.
+/// One exporter's flows, encoded as a listener received them: length-delimited
+/// `FlowMessage`s, ready to be copied into a Kafka record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFlows {
+    /// [`exporter_hash`] of the flows' exporter address: it picks the partition.
+    exporter: u64,
+    flows: usize,
+    bytes: Vec<u8>,
+}
+
+impl EncodedFlows {
+    /// Keeps the first `flows` flows.
+    fn truncate(&mut self, flows: usize) {
+        let end: usize = messages(&self.bytes).take(flows).map(<[u8]>::len).sum();
+        self.bytes.truncate(end);
+        self.flows = self.flows.min(flows);
+    }
+}
+
+/// Each length-delimited message of `bytes`, with its length prefix. The bytes
+/// were written by [`Intake::encode`], so a malformed prefix cannot occur; it
+/// would end the walk.
+fn messages(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let whole = bytes;
+        let len = prost::encoding::decode_varint(&mut bytes).ok()?;
+        let end = whole.len() - bytes.len() + usize::try_from(len).ok()?;
+        let (message, rest) = whole.split_at_checked(end)?;
+        bytes = rest;
+        Some(message)
+    })
+}
+
+/// The listeners' end: encodes flows, admits them up to the bound, counts the
+/// rest as dropped.
 #[derive(Debug, Clone)]
 pub struct Intake {
-    sender: mpsc::UnboundedSender<Vec<FlowMessage>>,
+    sender: mpsc::UnboundedSender<Vec<EncodedFlows>>,
     held: Arc<AtomicUsize>,
     bound: usize,
+    max_message_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
 impl Intake {
-    /// Hands flows to the producer, keeping the first ones that fit under the
-    /// bound and dropping (and counting) the others.
-    pub fn submit(&self, mut flows: Vec<FlowMessage>) {
-        let wanted = flows.len();
+    /// Appends `flows` to `pending`, encoded, each exporter's run of flows in
+    /// one [`EncodedFlows`]. A flow larger than a Kafka record may be is
+    /// dropped and counted.
+    pub fn encode(&self, flows: &[FlowMessage], pending: &mut Vec<EncodedFlows>) {
+        for flow in flows {
+            let len = flow.encoded_len();
+            if prost::length_delimiter_len(len) + len > self.max_message_bytes {
+                self.metrics.flows_dropped(DropReason::TooLarge, 1);
+                continue;
+            }
+            let exporter = exporter_hash(&flow.exporter_address);
+            if pending
+                .last()
+                .is_none_or(|chunk| chunk.exporter != exporter)
+            {
+                pending.push(EncodedFlows {
+                    exporter,
+                    flows: 0,
+                    bytes: Vec::with_capacity(4096),
+                });
+            }
+            let Some(chunk) = pending.last_mut() else {
+                continue;
+            };
+            prost::encoding::encode_varint(len as u64, &mut chunk.bytes);
+            flow.encode_raw(&mut chunk.bytes);
+            chunk.flows += 1;
+        }
+    }
+
+    /// Hands encoded flows to the producer, keeping the first ones that fit
+    /// under the bound and dropping (and counting) the others.
+    pub fn submit(&self, mut pending: Vec<EncodedFlows>) {
+        let wanted: usize = pending.iter().map(|c| c.flows).sum();
         let mut admitted = 0;
         let _ = self
             .held
@@ -101,8 +173,16 @@ impl Intake {
         if admitted == 0 {
             return;
         }
-        flows.truncate(admitted);
-        if self.sender.send(flows).is_err() {
+        let mut left = admitted;
+        pending.retain_mut(|chunk| {
+            let keep = chunk.flows.min(left);
+            left -= keep;
+            if keep < chunk.flows {
+                chunk.truncate(keep);
+            }
+            keep > 0
+        });
+        if self.sender.send(pending).is_err() {
             // The producer has finished: shutdown is under way.
             self.held.fetch_sub(admitted, Ordering::AcqRel);
             self.metrics.flows_dropped(DropReason::Shutdown, admitted);
@@ -141,17 +221,27 @@ impl PartitionBatch {
         }
     }
 
-    /// Appends one flow of `len` encoded bytes, starting a new record when the
-    /// current one would pass either limit.
-    fn add(&mut self, flow: &FlowMessage, len: usize, config: &KafkaConfig) {
-        if self.current_flows >= config.max_flows_per_message
-            || self.current.len() + len > config.max_message_bytes
-        {
-            self.seal();
+    /// Appends encoded flows, starting a new record whenever the current one
+    /// would pass either limit.
+    fn add(&mut self, chunk: &EncodedFlows, config: &KafkaConfig) {
+        let fits = |batch: &Self, flows: usize, len: usize| {
+            batch.current_flows + flows <= config.max_flows_per_message
+                && batch.current.len() + len <= config.max_message_bytes
+        };
+        if fits(self, chunk.flows, chunk.bytes.len()) {
+            self.current.extend_from_slice(&chunk.bytes);
+            self.current_flows += chunk.flows;
+            self.bytes += chunk.bytes.len();
+            return;
         }
-        flow_proto::encode_batch([flow], &mut self.current);
-        self.current_flows += 1;
-        self.bytes += len;
+        for message in messages(&chunk.bytes) {
+            if !fits(self, 1, message.len()) {
+                self.seal();
+            }
+            self.current.extend_from_slice(message);
+            self.current_flows += 1;
+            self.bytes += message.len();
+        }
     }
 
     fn seal(&mut self) {
@@ -284,7 +374,7 @@ pub struct Producer {
     /// Plaintext or TLS, set up once at start.
     transport: Transport,
     topic: String,
-    receiver: mpsc::UnboundedReceiver<Vec<FlowMessage>>,
+    receiver: mpsc::UnboundedReceiver<Vec<EncodedFlows>>,
     held: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     connection: Option<Connection>,
@@ -424,20 +514,13 @@ impl Producer {
     }
 
     /// Adds flows to their partitions' batches. Needs a connection (the partition count).
-    fn add(&mut self, flows: Vec<FlowMessage>) {
+    fn add(&mut self, chunks: Vec<EncodedFlows>) {
         let partitions = self.connection.as_ref().map_or(1, |c| c.partitions.len());
-        for flow in &flows {
-            let len = flow_proto::encoded_len(flow);
-            if len > self.config.max_message_bytes {
-                self.release(1);
-                self.metrics.flows_dropped(DropReason::TooLarge, 1);
-                continue;
-            }
-            let partition = partition_for(&flow.exporter_address, partitions);
+        for chunk in &chunks {
             self.batches
-                .entry(partition)
+                .entry(partition_of(chunk.exporter, partitions))
                 .or_insert_with(PartitionBatch::new)
-                .add(flow, len, &self.config);
+                .add(chunk, &self.config);
         }
     }
 
@@ -526,10 +609,10 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// The partition of an exporter's flows: FNV-1a of its address, so it is stable
+/// What picks an exporter's partition: FNV-1a of its address, so it is stable
 /// across restarts and agents, finished with SplitMix64's mixer because FNV's
 /// low bits (what the modulo keeps) vary little between close addresses.
-fn partition_for(exporter_address: &[u8], partitions: usize) -> usize {
+fn exporter_hash(exporter_address: &[u8]) -> u64 {
     let fnv = exporter_address
         .iter()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
@@ -538,8 +621,11 @@ fn partition_for(exporter_address: &[u8], partitions: usize) -> usize {
     let mut hash = fnv;
     hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^= hash >> 31;
-    (hash % partitions.max(1) as u64) as usize
+    hash ^ (hash >> 31)
+}
+
+fn partition_of(exporter_hash: u64, partitions: usize) -> usize {
+    (exporter_hash % partitions.max(1) as u64) as usize
 }
 
 fn compression(compression: config::Compression) -> Compression {
@@ -573,6 +659,22 @@ mod tests {
         }
     }
 
+    /// Encodes `flows` as a listener does.
+    fn encoded(intake: &Intake, flows: &[FlowMessage]) -> Vec<EncodedFlows> {
+        let mut pending = Vec::new();
+        intake.encode(flows, &mut pending);
+        pending
+    }
+
+    fn decoded(chunks: &[EncodedFlows]) -> Vec<FlowMessage> {
+        chunks
+            .iter()
+            .flat_map(|c| {
+                flow_proto::decode_batch::<FlowMessage>(&c.bytes).unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect()
+    }
+
     #[test]
     fn intake_admits_up_to_the_bound_and_counts_the_rest() {
         let metrics = Arc::new(Metrics::default());
@@ -582,35 +684,73 @@ mod tests {
             10,
             Arc::clone(&metrics),
         );
-        intake.submit((0..6).map(|i| flow(1, i)).collect());
-        intake.submit((0..6).map(|i| flow(1, i)).collect());
-        intake.submit(vec![flow(1, 99)]);
+        let six: Vec<FlowMessage> = (0..6).map(|i| flow(1, i)).collect();
+        intake.submit(encoded(&intake, &six));
+        // Two exporters in one submission: the second one's flows are cut.
+        let mixed: Vec<FlowMessage> = (0..3)
+            .map(|i| flow(1, 10 + i))
+            .chain((0..3).map(|i| flow(2, 20 + i)))
+            .collect();
+        intake.submit(encoded(&intake, &mixed));
+        intake.submit(encoded(&intake, &[flow(1, 99)]));
         assert_eq!(metrics.total_dropped(), 3);
-        let first = producer.receiver.try_recv().map(|f| f.len());
-        let second = producer.receiver.try_recv().map(|f| f.len());
+        let first = producer.receiver.try_recv().map(|c| decoded(&c));
+        let second = producer.receiver.try_recv().map(|c| decoded(&c));
+        assert_eq!(first, Ok(six));
         assert_eq!(
-            (first, second),
-            (Ok(6), Ok(4)),
+            second,
+            Ok(mixed[..4].to_vec()),
             "the newest flows are the ones dropped"
         );
         assert!(producer.receiver.try_recv().is_err());
         producer.release(10);
-        intake.submit(vec![flow(1, 100)]);
-        assert_eq!(producer.receiver.try_recv().map(|f| f[0].src_port), Ok(100));
+        intake.submit(encoded(&intake, &[flow(1, 100)]));
+        let third = producer.receiver.try_recv().map(|c| decoded(&c));
+        assert_eq!(third.map(|f| f[0].src_port), Ok(100));
+    }
+
+    #[test]
+    fn encoding_groups_by_exporter_and_drops_flows_too_large() {
+        let config = kafka_config("max_message_bytes = 60\n");
+        let metrics = Arc::new(Metrics::default());
+        let (intake, _producer) = channel(&config, Transport::default(), 100, Arc::clone(&metrics));
+        let mut large = flow(3, 1);
+        large.exporter_name = "x".repeat(100);
+        let flows = [flow(1, 1), flow(1, 2), large, flow(2, 3), flow(1, 4)];
+        let chunks = encoded(&intake, &flows);
+        let runs: Vec<(u64, usize)> = chunks.iter().map(|c| (c.exporter, c.flows)).collect();
+        let [one, two] = [1u8, 2].map(|b| exporter_hash(&[b; 16]));
+        assert_eq!(runs, [(one, 2), (two, 1), (one, 1)]);
+        assert_eq!(
+            decoded(&chunks),
+            [
+                flows[0].clone(),
+                flows[1].clone(),
+                flows[3].clone(),
+                flows[4].clone()
+            ]
+        );
+        assert_eq!(metrics.total_dropped(), 1);
     }
 
     #[test]
     fn records_respect_flow_and_byte_limits() {
         let config = kafka_config("max_flows_per_message = 3\nmax_message_bytes = 1000\n");
-        let mut batch = PartitionBatch::new();
+        let metrics = Arc::new(Metrics::default());
+        let (intake, _producer) = channel(&config, Transport::default(), 100, metrics);
         let flows: Vec<FlowMessage> = (0..10).map(|i| flow(1, i)).collect();
-        for f in &flows {
-            batch.add(f, flow_proto::encoded_len(f), &config);
+        // One flow alone fits whole; the chunk of nine must be split.
+        let mut batch = PartitionBatch::new();
+        for chunk in encoded(&intake, &flows[..1])
+            .iter()
+            .chain(&encoded(&intake, &flows[1..]))
+        {
+            batch.add(chunk, &config);
         }
         batch.seal();
         let sizes: Vec<usize> = batch.sealed.iter().map(|r| r.flows).collect();
         assert_eq!(sizes, [3, 3, 3, 1]);
-        let decoded: Vec<FlowMessage> = batch
+        let records: Vec<FlowMessage> = batch
             .sealed
             .iter()
             .flat_map(|r| {
@@ -618,12 +758,12 @@ mod tests {
                 flow_proto::decode_batch::<FlowMessage>(value).unwrap_or_else(|e| panic!("{e}"))
             })
             .collect();
-        assert_eq!(decoded, flows);
+        assert_eq!(records, flows);
 
         let small = kafka_config("max_message_bytes = 60\nmax_batch_bytes = 130\n");
         let mut batch = PartitionBatch::new();
-        for f in &flows {
-            batch.add(f, flow_proto::encoded_len(f), &small);
+        for chunk in encoded(&intake, &flows) {
+            batch.add(&chunk, &small);
         }
         batch.seal();
         assert!(batch.sealed.iter().all(|r| r.bytes <= 60));
@@ -639,10 +779,10 @@ mod tests {
     #[test]
     fn one_exporter_maps_to_one_partition() {
         let address = [10u8; 16];
-        let first = partition_for(&address, 8);
-        assert!((0..100).all(|_| partition_for(&address, 8) == first));
+        let first = partition_of(exporter_hash(&address), 8);
+        assert!((0..100).all(|_| partition_of(exporter_hash(&address), 8) == first));
         let used: std::collections::BTreeSet<usize> = (1..=32u8)
-            .map(|b| partition_for(&address_bytes([192, 0, 2, b].into()), 8))
+            .map(|b| partition_of(exporter_hash(&address_bytes([192, 0, 2, b].into())), 8))
             .collect();
         assert_eq!(used.len(), 8, "exporters spread over every partition");
     }
@@ -651,14 +791,12 @@ mod tests {
     fn rebalancing_keeps_every_flow() {
         let config = kafka_config("");
         let metrics = Arc::new(Metrics::default());
-        let (_intake, mut producer) = channel(&config, Transport::default(), 100, metrics);
+        let (intake, mut producer) = channel(&config, Transport::default(), 100, metrics);
         for partition in 0..4 {
             let mut batch = PartitionBatch::new();
-            batch.add(
-                &flow(1, partition),
-                flow_proto::encoded_len(&flow(1, partition)),
-                &config,
-            );
+            for chunk in encoded(&intake, &[flow(1, partition)]) {
+                batch.add(&chunk, &config);
+            }
             producer.batches.insert(partition as usize, batch);
         }
         producer.rebalance(2);
