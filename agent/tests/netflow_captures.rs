@@ -222,39 +222,18 @@ fn captures_match_tshark() {
     assert!(compared > 10_000, "only {compared} values compared");
 }
 
-/// Frames the packet parser (decode::packet) does not follow yet, by fixture
-/// and record: tshark dissects the inner packet of an Ethernet-over-MPLS
-/// pseudowire with a control word, and the IPv4 packet inside SRv6.
-const KNOWN_FRAME_GAPS: [(&str, usize); 2] = [("eompls-control-word", 2), ("ipfix-srv6", 0)];
-
 /// What the frame parser finds in dataLinkFrameSections (IPFIX IE 315: Juniper,
-/// Cisco EoMPLS, SRv6) against tshark's dissection of the same frames. Known
-/// gaps must still differ, so that this test says when to drop them.
+/// Cisco EoMPLS with and without a pseudowire control word, SRv6) against
+/// tshark's dissection of the same frames.
 #[test]
 fn frame_sections_match_tshark() {
     let (failures, compared) = compare_with_fixtures(true);
-    let (gaps, unexpected): (Vec<&String>, Vec<&String>) = failures.iter().partition(|failure| {
-        KNOWN_FRAME_GAPS
-            .iter()
-            .any(|(fixture, record)| failure.starts_with(&format!("{fixture} record {record}:")))
-    });
     assert!(
-        unexpected.is_empty(),
+        failures.is_empty(),
         "{} differences:\n{}",
-        unexpected.len(),
-        unexpected
-            .iter()
-            .map(|failure| failure.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        failures.len(),
+        failures.join("\n")
     );
-    for (fixture, record) in KNOWN_FRAME_GAPS {
-        let prefix = format!("{fixture} record {record}:");
-        assert!(
-            gaps.iter().any(|failure| failure.starts_with(&prefix)),
-            "{prefix} now matches tshark: remove it from KNOWN_FRAME_GAPS"
-        );
-    }
     assert!(compared > 50, "only {compared} values compared");
 }
 
