@@ -16,11 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flow_proto::FlowMessage;
 use socket2::{Domain, Socket, Type};
 
 use crate::config::{ListenerConfig, ListenerProtocol};
-use crate::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Protocol};
+use crate::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Flows, Protocol};
 use crate::enrich::Enricher;
 use crate::metrics::Metrics;
 use crate::producer::Intake;
@@ -171,7 +170,7 @@ impl Worker {
             received: unix_seconds(),
             payload,
         };
-        let mut flows: Vec<FlowMessage> = Vec::new();
+        let mut flows = Flows::default();
         let mut counters = DecodeCounters::default();
         let result = self
             .decoder
@@ -194,7 +193,7 @@ impl Worker {
         for flow in &mut flows {
             self.pipeline.enricher.enrich(flow);
         }
-        self.pipeline.intake.submit(flows);
+        self.pipeline.intake.submit(flows.take());
     }
 
     fn accepts_payload(&self, payload: &[u8]) -> bool {

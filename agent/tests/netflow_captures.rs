@@ -10,7 +10,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use flow_agent::decode::netflow::{NetflowDecoder, TemplateLimits};
-use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions};
+use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Flows};
 use flow_proto::FlowMessage;
 use serde::Deserialize;
 use serde_json::Value;
@@ -76,7 +76,7 @@ fn fixtures() -> Vec<Fixture> {
 
 /// What decoding a group of captures gave.
 struct Decoded {
-    flows: Vec<FlowMessage>,
+    flows: Flows,
     errors: BTreeMap<&'static str, usize>,
     counters: DecodeCounters,
 }
@@ -89,7 +89,7 @@ fn decode_files(files: &[String]) -> Decoded {
 fn decode_files_with(files: &[String], options: &DecodeOptions) -> Decoded {
     let mut decoder = NetflowDecoder::new(TemplateLimits::default());
     let mut decoded = Decoded {
-        flows: Vec::new(),
+        flows: Flows::default(),
         errors: BTreeMap::new(),
         counters: DecodeCounters::default(),
     };
@@ -425,7 +425,7 @@ fn mutated_captures_never_panic() {
                         received,
                         payload: &mutated,
                     };
-                    let mut flows = Vec::new();
+                    let mut flows = Flows::default();
                     let _ = decoder.decode(
                         &datagram,
                         &options,

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flow_proto::FlowMessage;
 
-use super::address_bytes;
+use super::{address_octets, set_bytes};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -76,16 +76,18 @@ impl Headers<'_> {
             flow.src_vlan = self.vlan.into();
         }
         if self.mpls_count > 0 {
-            flow.mpls_labels = self.mpls_labels[..self.mpls_count].to_vec();
+            flow.mpls_labels.clear();
+            flow.mpls_labels
+                .extend_from_slice(&self.mpls_labels[..self.mpls_count]);
         }
         if self.etype != 0 {
             flow.etype = self.etype.into();
         }
         if let Some(src) = self.src_addr {
-            flow.src_addr = address_bytes(src);
+            set_bytes(&mut flow.src_addr, &address_octets(src));
         }
         if let Some(dst) = self.dst_addr {
-            flow.dst_addr = address_bytes(dst);
+            set_bytes(&mut flow.dst_addr, &address_octets(dst));
         }
         if self.src_addr.is_some() {
             flow.proto = self.proto.into();
@@ -513,7 +515,7 @@ mod tests {
         h.fill(&mut flow);
         assert_eq!(
             flow.src_addr,
-            address_bytes(Ipv4Addr::new(10, 0, 0, 1).into())
+            crate::decode::address_bytes(Ipv4Addr::new(10, 0, 0, 1).into())
         );
         assert_eq!(
             (flow.src_vlan, flow.etype, flow.proto, flow.dst_port),

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use super::fields::{ExportContext, Record};
 use super::template::{BoundedCache, DomainKey, SamplerKey, TemplateKey, TemplateKind};
-use super::{NetflowError, Output, Sets, State, exporter_octets, exporter_of};
-use crate::decode::{Datagram, TimestampSource};
+use super::{NetflowError, Output, Sets, State, exporter_of};
+use crate::decode::{Datagram, TimestampSource, address_octets};
 
 /// Records allowed in one set: a 64 KB datagram of tiny records must not turn
 /// into tens of thousands of flows (real sets hold at most a few hundred).
@@ -53,7 +53,7 @@ impl<'a> Message<'a> {
             exporter,
             domain,
             context: ExportContext {
-                exporter: exporter_octets(exporter),
+                exporter: address_octets(exporter),
                 observation_domain: domain,
                 sequence_number,
                 export_millis,

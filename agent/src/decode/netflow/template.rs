@@ -127,12 +127,13 @@ impl Template {
         })
     }
 
-    /// Walks one record at the start of `data` into `record` (reset first, so
-    /// one `Record` serves a whole set): the bytes it takes, or `None` when
-    /// `data` ends inside the record.
+    /// Walks one record at the start of `data` into `record`: the bytes it
+    /// takes, or `None` when `data` ends inside the record. One `Record`, from
+    /// `Record::default()`, serves all the records of this template in a set
+    /// (see [`Record::next_of_same_template`]).
     #[inline]
     pub(crate) fn read_record<'a>(&self, data: &'a [u8], record: &mut Record<'a>) -> Option<usize> {
-        *record = Record::default();
+        record.next_of_same_template();
         let mut rest = data;
         for step in self.steps.iter() {
             let length = if step.length == VARIABLE_LENGTH {
