@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flow_proto::FlowMessage;
 
-use super::{address_octets, set_bytes};
+use super::{address_octets, set_address};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -84,10 +84,10 @@ impl Headers<'_> {
             flow.etype = self.etype.into();
         }
         if let Some(src) = self.src_addr {
-            set_bytes(&mut flow.src_addr, &address_octets(src));
+            set_address(&mut flow.src_addr, &address_octets(src));
         }
         if let Some(dst) = self.dst_addr {
-            set_bytes(&mut flow.dst_addr, &address_octets(dst));
+            set_address(&mut flow.dst_addr, &address_octets(dst));
         }
         if self.src_addr.is_some() {
             flow.proto = self.proto.into();

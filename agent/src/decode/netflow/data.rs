@@ -156,7 +156,11 @@ pub(super) fn decode_data_set(
         match template.kind {
             TemplateKind::Options => remember_options(&record, domain, now, samplers, boot_times)?,
             TemplateKind::Data => {
-                let rate = match record.sampling_rate() {
+                let stated = template
+                    .states_sampling
+                    .then(|| record.sampling_rate())
+                    .flatten();
+                let rate = match stated {
                     Some(rate) => rate,
                     None => match last_lookup {
                         Some((sampler, rate)) if sampler == record.sampler_id => rate,

@@ -14,7 +14,7 @@ use flow_proto::FlowMessage;
 use flow_proto::v1::FlowDirection;
 
 use crate::decode::packet::parse_ethernet;
-use crate::decode::{Flows, set_bytes};
+use crate::decode::{Flows, set_address};
 
 /// The length a template gives a field: the IPFIX variable-length marker is kept apart.
 pub(crate) const VARIABLE_LENGTH: u16 = 65535;
@@ -170,6 +170,20 @@ impl Field {
 }
 
 impl Field {
+    /// Whether a record with this field may state its own sampling rate (see
+    /// [`Record::sampling_rate`]): templates without any skip that look-up.
+    pub(crate) fn states_sampling(self) -> bool {
+        matches!(
+            self,
+            Field::SamplingInterval
+                | Field::SamplerRandomInterval
+                | Field::SamplingPacketInterval
+                | Field::SamplingPacketSpace
+                | Field::SamplingSize
+                | Field::SamplingPopulation
+        )
+    }
+
     /// Whether later occurrences in a template still matter: an address field
     /// may come as IPv4 then IPv6 (or twice), only one filled.
     pub(crate) fn repeatable(self) -> bool {
@@ -580,7 +594,7 @@ impl<'a> Record<'a> {
         };
         flow.sequence_number = context.sequence_number;
         flow.sampling_rate = sampling_rate;
-        set_bytes(&mut flow.exporter_address, &context.exporter);
+        set_address(&mut flow.exporter_address, &context.exporter);
         flow.observation_domain = context.observation_domain;
 
         set_nonzero(
@@ -612,7 +626,7 @@ impl<'a> Record<'a> {
             ]),
         );
         if let Some(address) = self.src_addr {
-            set_bytes(&mut flow.src_addr, &address.octets);
+            set_address(&mut flow.src_addr, &address.octets);
             flow.etype = if address.ipv4 {
                 ETHERTYPE_IPV4
             } else {
@@ -620,7 +634,7 @@ impl<'a> Record<'a> {
             };
         }
         if let Some(address) = self.dst_addr {
-            set_bytes(&mut flow.dst_addr, &address.octets);
+            set_address(&mut flow.dst_addr, &address.octets);
         }
         let specified =
             |address: &Option<Address>| address.filter(|address| !address.is_unspecified());
@@ -629,7 +643,7 @@ impl<'a> Record<'a> {
             .or(self.next_hop)
             .or(self.bgp_next_hop);
         if let Some(address) = next_hop {
-            set_bytes(&mut flow.next_hop, &address.octets);
+            set_address(&mut flow.next_hop, &address.octets);
         }
         match self.ip_version {
             4 => flow.etype = ETHERTYPE_IPV4,

@@ -64,6 +64,8 @@ pub(crate) struct Template {
     /// The length of the shortest possible record (variable-length fields count
     /// their 1-byte length): less than this at the end of a set is padding.
     pub min_record_length: usize,
+    /// Whether records may state their own sampling rate (a sampling field is in the template).
+    pub states_sampling: bool,
 }
 
 impl Template {
@@ -122,6 +124,7 @@ impl Template {
         }
         Ok(Template {
             kind,
+            states_sampling: steps.iter().any(|step| step.field.states_sampling()),
             steps: steps.into_boxed_slice(),
             min_record_length,
         })
