@@ -14,7 +14,7 @@ use flow_proto::v1::{FlowDirection, InterfaceBoundary};
 use serde_json::{Map, Value, json};
 
 use crate::decode::{
-    Datagram, DecodeCounters, DecodeOptions, Decoder, ExporterAddressSource, Protocol,
+    Datagram, DecodeCounters, DecodeOptions, Decoder, ExporterAddressSource, Flows, Protocol,
     TimestampSource,
 };
 use crate::pcap::read_udp_datagrams;
@@ -100,7 +100,7 @@ impl DecodeCommand {
         let mut decoder = Decoder::default();
         let mut counters = DecodeCounters::default();
         let mut summary = Summary::default();
-        let mut flows = Vec::new();
+        let mut flows = Flows::default();
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         for file in &self.files {

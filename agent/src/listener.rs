@@ -19,13 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flow_proto::FlowMessage;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvmmsg};
 use socket2::{Domain, Socket, Type};
 
 use crate::config::{ListenerConfig, ListenerProtocol};
-use crate::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Protocol};
+use crate::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Flows, Protocol};
 use crate::enrich::Enricher;
 use crate::metrics::Metrics;
 use crate::producer::{EncodedFlows, Intake};
@@ -141,7 +140,7 @@ impl Worker {
         let mut buffers = vec![vec![0u8; MAX_DATAGRAM]; BATCH];
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
         let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
-        let mut flows: Vec<FlowMessage> = Vec::new();
+        let mut flows = Flows::default();
         let mut pending: Vec<EncodedFlows> = Vec::new();
         let mut last_expiry = Instant::now();
         while !self.pipeline.stop.load(Ordering::Acquire) {
@@ -191,7 +190,7 @@ impl Worker {
         &mut self,
         payload: &[u8],
         source: SocketAddr,
-        flows: &mut Vec<FlowMessage>,
+        flows: &mut Flows,
         pending: &mut Vec<EncodedFlows>,
     ) {
         let metrics = &self.pipeline.metrics;

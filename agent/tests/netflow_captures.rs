@@ -10,7 +10,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use flow_agent::decode::netflow::{NetflowDecoder, TemplateLimits};
-use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions};
+use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Flows};
 use flow_proto::FlowMessage;
 use serde::Deserialize;
 use serde_json::Value;
@@ -76,7 +76,7 @@ fn fixtures() -> Vec<Fixture> {
 
 /// What decoding a group of captures gave.
 struct Decoded {
-    flows: Vec<FlowMessage>,
+    flows: Flows,
     errors: BTreeMap<&'static str, usize>,
     counters: DecodeCounters,
 }
@@ -89,7 +89,7 @@ fn decode_files(files: &[String]) -> Decoded {
 fn decode_files_with(files: &[String], options: &DecodeOptions) -> Decoded {
     let mut decoder = NetflowDecoder::new(TemplateLimits::default());
     let mut decoded = Decoded {
-        flows: Vec::new(),
+        flows: Flows::default(),
         errors: BTreeMap::new(),
         counters: DecodeCounters::default(),
     };
@@ -222,39 +222,18 @@ fn captures_match_tshark() {
     assert!(compared > 10_000, "only {compared} values compared");
 }
 
-/// Frames the packet parser (decode::packet) does not follow yet, by fixture
-/// and record: tshark dissects the inner packet of an Ethernet-over-MPLS
-/// pseudowire with a control word, and the IPv4 packet inside SRv6.
-const KNOWN_FRAME_GAPS: [(&str, usize); 2] = [("eompls-control-word", 2), ("ipfix-srv6", 0)];
-
 /// What the frame parser finds in dataLinkFrameSections (IPFIX IE 315: Juniper,
-/// Cisco EoMPLS, SRv6) against tshark's dissection of the same frames. Known
-/// gaps must still differ, so that this test says when to drop them.
+/// Cisco EoMPLS with and without a pseudowire control word, SRv6) against
+/// tshark's dissection of the same frames.
 #[test]
 fn frame_sections_match_tshark() {
     let (failures, compared) = compare_with_fixtures(true);
-    let (gaps, unexpected): (Vec<&String>, Vec<&String>) = failures.iter().partition(|failure| {
-        KNOWN_FRAME_GAPS
-            .iter()
-            .any(|(fixture, record)| failure.starts_with(&format!("{fixture} record {record}:")))
-    });
     assert!(
-        unexpected.is_empty(),
+        failures.is_empty(),
         "{} differences:\n{}",
-        unexpected.len(),
-        unexpected
-            .iter()
-            .map(|failure| failure.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        failures.len(),
+        failures.join("\n")
     );
-    for (fixture, record) in KNOWN_FRAME_GAPS {
-        let prefix = format!("{fixture} record {record}:");
-        assert!(
-            gaps.iter().any(|failure| failure.starts_with(&prefix)),
-            "{prefix} now matches tshark: remove it from KNOWN_FRAME_GAPS"
-        );
-    }
     assert!(compared > 50, "only {compared} values compared");
 }
 
@@ -446,7 +425,7 @@ fn mutated_captures_never_panic() {
                         received,
                         payload: &mutated,
                     };
-                    let mut flows = Vec::new();
+                    let mut flows = Flows::default();
                     let _ = decoder.decode(
                         &datagram,
                         &options,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder};
+use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Flows};
 use flow_agent::inspect::flow_to_json;
 use flow_agent::pcap::read_udp_datagrams;
 use serde_json::Value;
@@ -45,7 +45,7 @@ fn every_sflow_capture_decodes_to_what_tshark_sees() {
         let capture = fixture["capture"].as_str().unwrap();
         let mut decoder = Decoder::default();
         let mut counters = DecodeCounters::default();
-        let mut flows = Vec::new();
+        let mut flows = Flows::default();
         for captured in read_udp_datagrams(&captures().join(capture)).unwrap() {
             let datagram = Datagram {
                 source: captured.source,

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         received: 1_790_000_000,
         payload,
     };
-    let mut flows = Vec::new();
+    let mut flows = flow_agent::decode::Flows::default();
     DECODER.with_borrow_mut(|decoder| {
         let _ = decoder.decode(
             &datagram,

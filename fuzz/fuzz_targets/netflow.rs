@@ -22,7 +22,7 @@ fuzz_target!(|input: &[u8]| {
         ..DecodeOptions::default()
     };
     let mut counters = DecodeCounters::default();
-    let mut flows = Vec::new();
+    let mut flows = flow_agent::decode::Flows::default();
     let source = SocketAddr::from(([192, 0, 2, 1], 2055));
     let mut rest = input;
     loop {

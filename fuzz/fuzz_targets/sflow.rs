@@ -12,7 +12,7 @@ fuzz_target!(|payload: &[u8]| {
         received: 0,
         payload,
     };
-    let mut flows = Vec::new();
+    let mut flows = flow_agent::decode::Flows::default();
     let _ = Decoder::default().decode(
         &datagram,
         Some(Protocol::Sflow),

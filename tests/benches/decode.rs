@@ -11,8 +11,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder};
-use flow_proto::{FlowMessage, encode_batch};
+use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Flows};
+use flow_proto::encode_batch;
 use flow_tests::traffic::{
     TrafficShape, pmacct_sflow_datagrams, softflowd_datagrams, write_synthetic_capture,
 };
@@ -59,7 +59,7 @@ fn ours(dataset: &Dataset, encode: bool) -> (f64, u64) {
     let mut decoder = Decoder::default();
     let options = DecodeOptions::default();
     let mut counters = DecodeCounters::default();
-    let mut flows: Vec<FlowMessage> = Vec::with_capacity(1024);
+    let mut flows = Flows::default();
     let mut encoded = Vec::with_capacity(1 << 20);
     let mut per_pass = 0;
     let rate = flows_per_second(|| {

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder};
+use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Flows};
 use flow_tests::agent::{free_udp_port, sum};
 use flow_tests::services::{KafkaBroker, Process, free_port, http_get};
 use flow_tests::traffic::{
@@ -195,7 +195,7 @@ fn datasets() -> Vec<Dataset> {
     let dataset = |name, sflow, datagrams: Vec<Vec<u8>>| {
         let mut decoder = Decoder::default();
         let mut counters = DecodeCounters::default();
-        let mut out = Vec::new();
+        let mut out = Flows::default();
         let source = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
         let flows = datagrams
             .iter()

@@ -467,7 +467,7 @@ impl Sender {
         let received = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut flows = Vec::new();
+        let mut flows = flow_agent::decode::Flows::default();
         let mut counters = DecodeCounters::default();
         let datagram = Datagram {
             source,

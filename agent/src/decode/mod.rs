@@ -103,9 +103,96 @@ impl Default for DecodeOptions {
 
 /// IPv4 mapped into IPv6, as the schema carries every address.
 pub fn address_bytes(ip: IpAddr) -> Vec<u8> {
+    address_octets(ip).to_vec()
+}
+
+/// IPv4 mapped into IPv6, as the schema carries every address.
+pub fn address_octets(ip: IpAddr) -> [u8; 16] {
     match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Writes an address field in place, reusing its buffer (see [`Flows`]); the
+/// fixed length lets the copy be two moves rather than a call to memcpy.
+#[inline]
+pub(crate) fn set_address(field: &mut Vec<u8>, value: &[u8; 16]) {
+    field.clear();
+    field.extend_from_slice(value);
+}
+
+/// The flows decoded from datagrams, kept from one datagram to the next: clearing
+/// keeps every message and its buffers (addresses, MPLS labels), and the next
+/// datagram's flows are written over them, so that decoding allocates nothing
+/// once the buffer has grown to the largest datagram.
+#[derive(Debug, Default, Clone)]
+pub struct Flows {
+    /// Messages in use first (`len` of them), then cleared ones kept for reuse.
+    messages: Vec<flow_proto::FlowMessage>,
+    len: usize,
+}
+
+impl Flows {
+    /// Forgets the flows, keeping their memory for the next ones.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// A new flow at the end, every field at its default.
+    pub fn push(&mut self) -> &mut flow_proto::FlowMessage {
+        if self.len == self.messages.len() {
+            self.messages.push(flow_proto::FlowMessage::default());
+        } else {
+            // prost's clear keeps the allocations of bytes, strings and repeated fields.
+            prost::Message::clear(&mut self.messages[self.len]);
+        }
+        self.len += 1;
+        &mut self.messages[self.len - 1]
+    }
+
+    /// Drops the last flow (one whose decoding failed half-way).
+    pub fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
+    /// Hands the flows over (to the producer), leaving this buffer empty.
+    pub fn take(&mut self) -> Vec<flow_proto::FlowMessage> {
+        self.messages.truncate(self.len);
+        self.len = 0;
+        std::mem::take(&mut self.messages)
+    }
+}
+
+impl std::ops::Deref for Flows {
+    type Target = [flow_proto::FlowMessage];
+
+    fn deref(&self) -> &Self::Target {
+        &self.messages[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Flows {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.messages[..self.len]
+    }
+}
+
+impl<'a> IntoIterator for &'a Flows {
+    type Item = &'a flow_proto::FlowMessage;
+    type IntoIter = std::slice::Iter<'a, flow_proto::FlowMessage>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Flows {
+    type Item = &'a mut flow_proto::FlowMessage;
+    type IntoIter = std::slice::IterMut<'a, flow_proto::FlowMessage>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
     }
 }
 
@@ -189,7 +276,7 @@ impl Decoder {
         datagram: &Datagram<'_>,
         protocol: Option<Protocol>,
         options: &DecodeOptions,
-        out: &mut Vec<flow_proto::FlowMessage>,
+        out: &mut Flows,
         counters: &mut DecodeCounters,
     ) -> Result<Protocol, DecodeError> {
         let protocol = protocol

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flow_proto::FlowMessage;
 
-use super::address_bytes;
+use super::{address_octets, set_address};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -76,16 +76,18 @@ impl Headers<'_> {
             flow.src_vlan = self.vlan.into();
         }
         if self.mpls_count > 0 {
-            flow.mpls_labels = self.mpls_labels[..self.mpls_count].to_vec();
+            flow.mpls_labels.clear();
+            flow.mpls_labels
+                .extend_from_slice(&self.mpls_labels[..self.mpls_count]);
         }
         if self.etype != 0 {
             flow.etype = self.etype.into();
         }
         if let Some(src) = self.src_addr {
-            flow.src_addr = address_bytes(src);
+            set_address(&mut flow.src_addr, &address_octets(src));
         }
         if let Some(dst) = self.dst_addr {
-            flow.dst_addr = address_bytes(dst);
+            set_address(&mut flow.dst_addr, &address_octets(dst));
         }
         if self.src_addr.is_some() {
             flow.proto = self.proto.into();
@@ -129,41 +131,65 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Encapsulations followed at most, one inside the other (an Ethernet pseudowire
+/// inside MPLS, an IP packet inside SRv6): real traffic nests one or two, and the
+/// bound keeps crafted input from recursing deeply.
+const MAX_NESTING: u8 = 2;
+
 /// Parses an Ethernet frame (with 802.1Q/QinQ tags and MPLS) down to the transport header.
 pub fn parse_ethernet(frame: &[u8]) -> Headers<'_> {
     let mut headers = Headers::default();
+    parse_ethernet_into(frame, &mut headers, 0);
+    headers
+}
+
+fn parse_ethernet_into<'a>(frame: &'a [u8], headers: &mut Headers<'a>, nesting: u8) {
     let mut reader = Reader { data: frame };
     let (Some(dst), Some(src)) = (reader.mac(), reader.mac()) else {
-        return headers;
+        return;
     };
+    // An inner frame (pseudowire) describes the customer's traffic: its MACs and
+    // VLAN, when it has one, replace the carrier's.
     headers.dst_mac = dst;
     headers.src_mac = src;
     let Some(mut etype) = reader.u16() else {
-        return headers;
+        return;
     };
     // VLAN tags: QinQ puts the service tag first; the outer VLAN id is what the schema keeps.
+    let mut first_tag = true;
     while matches!(etype, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) {
         let (Some(tci), Some(next)) = (reader.u16(), reader.u16()) else {
-            return headers;
+            return;
         };
-        if headers.vlan == 0 {
+        if first_tag {
             headers.vlan = tci & 0x0fff;
+            first_tag = false;
         }
         etype = next;
     }
     if matches!(etype, ETHERTYPE_MPLS | ETHERTYPE_MPLS_MULTICAST) {
-        match parse_mpls(&mut reader, &mut headers) {
-            Some(inner) => etype = inner,
-            None => return headers,
+        match parse_mpls(&mut reader, headers) {
+            Some(AfterMpls::Ip(inner)) => etype = inner,
+            Some(AfterMpls::Ethernet(inner)) if nesting < MAX_NESTING => {
+                return parse_ethernet_into(inner, headers, nesting + 1);
+            }
+            _ => return,
         }
     }
-    parse_network(etype, reader.data, &mut headers);
-    headers
+    parse_network(etype, reader.data, headers, nesting);
 }
 
-/// Reads an MPLS label stack; returns the Ethernet type of what follows, guessed from
-/// the IP version nibble as routers do (there is no type field after MPLS).
-fn parse_mpls(reader: &mut Reader<'_>, headers: &mut Headers<'_>) -> Option<u16> {
+/// What an MPLS label stack carries: there is no type field after it, so it is
+/// guessed from the first nibble, as routers and tshark do.
+enum AfterMpls<'a> {
+    /// An IPv4 or IPv6 packet, by its Ethernet type.
+    Ip(u16),
+    /// An Ethernet pseudowire (RFC 4448): the inner frame, past its control word if any.
+    Ethernet(&'a [u8]),
+}
+
+/// Reads an MPLS label stack and says what follows it.
+fn parse_mpls<'a>(reader: &mut Reader<'a>, headers: &mut Headers<'_>) -> Option<AfterMpls<'a>> {
     loop {
         let entry = reader.u32()?;
         if headers.mpls_count < MAX_MPLS_LABELS {
@@ -174,31 +200,79 @@ fn parse_mpls(reader: &mut Reader<'_>, headers: &mut Headers<'_>) -> Option<u16>
             break; // bottom of stack
         }
     }
-    match reader.data.first()? >> 4 {
-        4 => Some(ETHERTYPE_IPV4),
-        6 => Some(ETHERTYPE_IPV6),
-        _ => None, // a pseudowire (EoMPLS) or something else: nothing more to read
+    let data = reader.data;
+    match data.first()? >> 4 {
+        4 => Some(AfterMpls::Ip(ETHERTYPE_IPV4)),
+        6 => Some(AfterMpls::Ip(ETHERTYPE_IPV6)),
+        // Otherwise an Ethernet pseudowire, when an Ethernet type follows the inner
+        // MACs; a first nibble of 0 may be a control word (RFC 4385) in front of them.
+        // Without one is tried first: past a control word, a VLAN-tagged frame
+        // without one would show the Ethernet type after its tag.
+        nibble => {
+            let after_control_word = || {
+                data.get(4..)
+                    .filter(|inner| nibble == 0 && known_ethertype(inner))
+            };
+            Some(data)
+                .filter(|inner| known_ethertype(inner))
+                .or_else(after_control_word)
+                .map(AfterMpls::Ethernet)
+        }
     }
+}
+
+/// Whether the Ethernet type of this frame (after the two MACs) is one the parser follows.
+fn known_ethertype(frame: &[u8]) -> bool {
+    frame.get(12..14).is_some_and(|etype| {
+        matches!(
+            u16::from_be_bytes([etype[0], etype[1]]),
+            ETHERTYPE_IPV4
+                | ETHERTYPE_IPV6
+                | ETHERTYPE_VLAN
+                | ETHERTYPE_QINQ
+                | ETHERTYPE_QINQ_OLD
+                | ETHERTYPE_MPLS
+                | ETHERTYPE_MPLS_MULTICAST
+        )
+    })
 }
 
 /// Parses an IP packet whose type the caller knows (sFlow sampled IPv4/IPv6 headers).
 pub fn parse_ip(etype: u16, packet: &[u8]) -> Headers<'_> {
     let mut headers = Headers::default();
-    parse_network(etype, packet, &mut headers);
+    parse_network(etype, packet, &mut headers, 0);
     headers
 }
 
-fn parse_network<'a>(etype: u16, data: &'a [u8], headers: &mut Headers<'a>) {
+/// IPv6 next headers of an IP packet carried whole (SRv6 encapsulation, IPv6 tunnels).
+const NEXT_HEADER_IPV4: u8 = 4;
+const NEXT_HEADER_IPV6: u8 = 41;
+
+fn parse_network<'a>(etype: u16, data: &'a [u8], headers: &mut Headers<'a>, nesting: u8) {
     let transport = match etype {
         ETHERTYPE_IPV4 => parse_ipv4(data, headers),
         ETHERTYPE_IPV6 => parse_ipv6(data, headers),
         _ => None,
     };
-    if let Some(transport) = transport {
-        headers.etype = etype;
-        if !headers.later_fragment {
-            parse_transport(transport, headers);
+    let Some(transport) = transport else {
+        return;
+    };
+    headers.etype = etype;
+    if headers.later_fragment {
+        return;
+    }
+    // SRv6 (and IPv6 tunnels) carry the customer's packet whole: report that one, as
+    // tshark does; what cannot be read of it leaves the outer packet's values.
+    let inner = match (etype, headers.proto) {
+        (ETHERTYPE_IPV6, NEXT_HEADER_IPV4) => Some(ETHERTYPE_IPV4),
+        (ETHERTYPE_IPV6, NEXT_HEADER_IPV6) => Some(ETHERTYPE_IPV6),
+        _ => None,
+    };
+    match inner {
+        Some(inner) if nesting < MAX_NESTING => {
+            parse_network(inner, transport, headers, nesting + 1);
         }
+        _ => parse_transport(transport, headers),
     }
 }
 
@@ -353,6 +427,42 @@ mod tests {
     }
 
     #[test]
+    fn ethernet_pseudowire_with_and_without_control_word() {
+        let customer = frame(&[42], &[], &ipv4_tcp(), ETHERTYPE_IPV4);
+        for control_word in [&[0u8, 0, 0, 7][..], &[]] {
+            let mut pseudowire = customer.clone();
+            pseudowire.splice(0..0, control_word.iter().copied());
+            let mut carrier = frame(&[], &[300_012, 17], &pseudowire, 0);
+            carrier[0] = 0x02; // carrier MACs differ from the customer's
+            let h = parse_ethernet(&carrier);
+            assert_eq!(&h.mpls_labels[..h.mpls_count], &[300_012, 17]);
+            assert_eq!(h.dst_mac, 0x0011_2233_4455, "customer MAC");
+            assert_eq!(h.vlan, 42);
+            assert_eq!(h.src_addr, Some(Ipv4Addr::new(10, 0, 0, 1).into()));
+            assert_eq!(h.dst_port, 443);
+        }
+        // Neither an IP packet nor a frame with a known Ethernet type: labels only.
+        let unknown = frame(&[], &[17], &[0x10; 40], 0);
+        let h = parse_ethernet(&unknown);
+        assert_eq!((h.mpls_count, h.src_addr), (1, None));
+    }
+
+    #[test]
+    fn srv6_reports_the_inner_packet() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 40, NEXT_HEADER_IPV4, 64];
+        p.extend([0xfc, 0x30].iter().chain(&[0; 13]).chain(&[0xf]));
+        p.extend([0xfc, 0x30].iter().chain(&[0; 14]));
+        p.extend(ipv4_tcp());
+        let h = parse_ip(ETHERTYPE_IPV6, &p);
+        assert_eq!(h.etype, ETHERTYPE_IPV4);
+        assert_eq!(h.src_addr, Some(Ipv4Addr::new(10, 0, 0, 1).into()));
+        assert_eq!((h.proto, h.ttl, h.dst_port), (6, 63, 443));
+        // Cut inside the inner packet: the outer addresses stay.
+        let h = parse_ip(ETHERTYPE_IPV6, &p[..50]);
+        assert_eq!(h.src_addr, Some("fc30::f".parse::<IpAddr>().unwrap()));
+    }
+
+    #[test]
     fn ipv6_udp_and_icmpv6() {
         let mut p = vec![0x6b, 0x80, 0, 0, 0, 12, 17, 55];
         p.extend([0x20, 1, 0xd, 0xb8].iter().chain(&[0; 11]).chain(&[1]));
@@ -405,7 +515,7 @@ mod tests {
         h.fill(&mut flow);
         assert_eq!(
             flow.src_addr,
-            address_bytes(Ipv4Addr::new(10, 0, 0, 1).into())
+            crate::decode::address_bytes(Ipv4Addr::new(10, 0, 0, 1).into())
         );
         assert_eq!(
             (flow.src_vlan, flow.etype, flow.proto, flow.dst_port),

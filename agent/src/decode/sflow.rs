@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flow_proto::FlowMessage;
 
 use super::packet::{self, Headers};
-use super::{Datagram, DecodeCounters, DecodeOptions, ExporterAddressSource, address_bytes};
+use super::{Datagram, DecodeCounters, DecodeOptions, ExporterAddressSource, Flows, address_bytes};
 
 // Sample formats (enterprise 0).
 const FLOW_SAMPLE: u32 = 1;
@@ -138,7 +138,7 @@ impl SflowDecoder {
         &mut self,
         datagram: &Datagram<'_>,
         options: &DecodeOptions,
-        out: &mut Vec<FlowMessage>,
+        out: &mut Flows,
         counters: &mut DecodeCounters,
     ) -> Result<()> {
         let mut xdr = Xdr {
@@ -168,10 +168,10 @@ impl SflowDecoder {
             let mut sample = xdr.sized("sample")?;
             match (format >> 12, format & 0xfff) {
                 (0, FLOW_SAMPLE) => {
-                    out.push(flow_sample(&mut sample, false, &agent, datagram, options)?)
+                    *out.push() = flow_sample(&mut sample, false, &agent, datagram, options)?
                 }
                 (0, EXPANDED_FLOW_SAMPLE) => {
-                    out.push(flow_sample(&mut sample, true, &agent, datagram, options)?)
+                    *out.push() = flow_sample(&mut sample, true, &agent, datagram, options)?
                 }
                 (0, COUNTER_SAMPLE | EXPANDED_COUNTER_SAMPLE) => counters.counter_samples += 1,
                 _ => counters.skipped_records += 1,
@@ -482,9 +482,9 @@ mod tests {
             received: 1_790_000_000,
             payload,
         };
-        let (mut out, mut counters) = (Vec::new(), DecodeCounters::default());
+        let (mut out, mut counters) = (Flows::default(), DecodeCounters::default());
         let result = SflowDecoder.decode(&datagram, options, &mut out, &mut counters);
-        (result, out, counters)
+        (result, out.take(), counters)
     }
 
     #[test]

@@ -14,6 +14,7 @@ use flow_proto::FlowMessage;
 use flow_proto::v1::FlowDirection;
 
 use crate::decode::packet::parse_ethernet;
+use crate::decode::{Flows, set_address};
 
 /// The length a template gives a field: the IPFIX variable-length marker is kept apart.
 pub(crate) const VARIABLE_LENGTH: u16 = 65535;
@@ -169,6 +170,20 @@ impl Field {
 }
 
 impl Field {
+    /// Whether a record with this field may state its own sampling rate (see
+    /// [`Record::sampling_rate`]): templates without any skip that look-up.
+    pub(crate) fn states_sampling(self) -> bool {
+        matches!(
+            self,
+            Field::SamplingInterval
+                | Field::SamplerRandomInterval
+                | Field::SamplingPacketInterval
+                | Field::SamplingPacketSpace
+                | Field::SamplingSize
+                | Field::SamplingPopulation
+        )
+    }
+
     /// Whether later occurrences in a template still matter: an address field
     /// may come as IPv4 then IPv6 (or twice), only one filled.
     pub(crate) fn repeatable(self) -> bool {
@@ -410,7 +425,22 @@ fn ntp_to_unix_millis(value: u64) -> u64 {
 }
 
 impl<'a> Record<'a> {
+    /// Readies a record holding the previous record of a template for the next
+    /// one of the same template. Every step of a template overwrites its field
+    /// (so resetting the whole record, hundreds of bytes, per record is not
+    /// needed), except the addresses, which keep the first specified of several
+    /// fields: only they are cleared.
+    #[inline]
+    pub(crate) fn next_of_same_template(&mut self) {
+        self.src_addr = None;
+        self.dst_addr = None;
+        self.next_hop = None;
+        self.bgp_next_hop = None;
+    }
+
     /// Stores one value; `value` has the length the compiled step accepted.
+    /// Every field but the addresses is overwritten unconditionally (see
+    /// [`Record::next_of_same_template`]).
     #[inline]
     pub(crate) fn set(&mut self, field: Field, value: &'a [u8]) {
         use Field::*;
@@ -522,15 +552,12 @@ impl<'a> Record<'a> {
     /// is the one resolved for it (never 0).
     pub(crate) fn push_flow(
         &self,
-        flows: &mut Vec<FlowMessage>,
+        flows: &mut Flows,
         context: &ExportContext,
         sampling_rate: u64,
         time_from_flow: bool,
     ) {
-        flows.push(FlowMessage::default());
-        if let Some(flow) = flows.last_mut() {
-            self.write_flow(flow, context, sampling_rate, time_from_flow);
-        }
+        self.write_flow(flows.push(), context, sampling_rate, time_from_flow);
     }
 
     fn write_flow(
@@ -567,7 +594,7 @@ impl<'a> Record<'a> {
         };
         flow.sequence_number = context.sequence_number;
         flow.sampling_rate = sampling_rate;
-        flow.exporter_address = context.exporter.to_vec();
+        set_address(&mut flow.exporter_address, &context.exporter);
         flow.observation_domain = context.observation_domain;
 
         set_nonzero(
@@ -599,7 +626,7 @@ impl<'a> Record<'a> {
             ]),
         );
         if let Some(address) = self.src_addr {
-            flow.src_addr = address.octets.to_vec();
+            set_address(&mut flow.src_addr, &address.octets);
             flow.etype = if address.ipv4 {
                 ETHERTYPE_IPV4
             } else {
@@ -607,7 +634,7 @@ impl<'a> Record<'a> {
             };
         }
         if let Some(address) = self.dst_addr {
-            flow.dst_addr = address.octets.to_vec();
+            set_address(&mut flow.dst_addr, &address.octets);
         }
         let specified =
             |address: &Option<Address>| address.filter(|address| !address.is_unspecified());
@@ -616,7 +643,7 @@ impl<'a> Record<'a> {
             .or(self.next_hop)
             .or(self.bgp_next_hop);
         if let Some(address) = next_hop {
-            flow.next_hop = address.octets.to_vec();
+            set_address(&mut flow.next_hop, &address.octets);
         }
         match self.ip_version {
             4 => flow.etype = ETHERTYPE_IPV4,
@@ -669,12 +696,9 @@ impl<'a> Record<'a> {
             first_nonzero([self.dst_mac, self.post_dst_mac]),
         );
         if self.mpls_labels.iter().any(|&label| label != 0) {
-            flow.mpls_labels = self
-                .mpls_labels
-                .iter()
-                .copied()
-                .filter(|&label| label != 0)
-                .collect();
+            flow.mpls_labels.clear();
+            flow.mpls_labels
+                .extend(self.mpls_labels.iter().copied().filter(|&label| label != 0));
         }
         set_nonzero(&mut flow.forwarding_status, self.forwarding_status);
         if let Some(direction) = self.direction {
@@ -712,9 +736,9 @@ mod tests {
     use super::*;
 
     fn flow_of(record: Record, time_from_flow: bool) -> FlowMessage {
-        let mut flows = Vec::new();
+        let mut flows = Flows::default();
         record.push_flow(&mut flows, &context(), 1, time_from_flow);
-        flows.pop().unwrap()
+        flows.take().pop().unwrap()
     }
 
     fn context() -> ExportContext {

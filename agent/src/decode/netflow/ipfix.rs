@@ -2,17 +2,22 @@
 //! options templates (id 3) and data (id ≥ 256). Field specifiers may carry an
 //! enterprise number; a template record with no fields withdraws templates.
 
-use super::data::{decode_data_set, decode_early, expire_early};
-use super::fields::ExportContext;
+use super::data::{FIRST_DATA_SET, Message, TemplateSets, decode_sets};
 use super::template::{FieldSpec, MAX_TEMPLATE_FIELDS, Template, TemplateKey, TemplateKind};
-use super::{NetflowError, Output, Sets, State, exporter_octets, exporter_of, read_u16, read_u32};
+use super::{NetflowError, Output, State, read_u16, read_u32};
 use crate::decode::Datagram;
 
 const HEADER_LENGTH: usize = 16;
 const TEMPLATE_SET: u16 = 2;
 const OPTIONS_TEMPLATE_SET: u16 = 3;
-const FIRST_DATA_SET: u16 = 256;
 const ENTERPRISE_BIT: u16 = 0x8000;
+
+/// IPFIX's template sets, for the walker shared with v9.
+const SETS: TemplateSets = TemplateSets {
+    template: TEMPLATE_SET,
+    options: OPTIONS_TEMPLATE_SET,
+    read: read_templates,
+};
 
 pub(super) fn decode(
     state: &mut State,
@@ -32,41 +37,16 @@ pub(super) fn decode(
         .ok_or(NetflowError::BadLength("message beyond the datagram"))?;
     let field = |offset| read_u32(header, offset).unwrap_or_default();
     let (export_time, sequence, domain) = (field(4), field(8), field(12));
-    let exporter = exporter_of(datagram);
-    let context = ExportContext {
-        exporter: exporter_octets(exporter),
-        observation_domain: domain,
-        sequence_number: sequence,
-        export_millis: u64::from(export_time) * 1000,
-        // From systemInitTimeMilliseconds, in options or in the record.
-        boot_millis: None,
-        received: datagram.received,
-    };
-    let now = datagram.received;
-    let key = |id| TemplateKey {
-        exporter,
+    // boot_millis comes from systemInitTimeMilliseconds, in options or in the record.
+    let message = Message::new(
+        datagram,
+        body,
         domain,
-        id,
-    };
-    expire_early(state, now, output);
-    for set in (Sets { rest: body }) {
-        let (set_id, content) = set?;
-        match set_id {
-            TEMPLATE_SET => {
-                read_templates(state, content, TemplateKind::Data, key, now)?;
-                decode_early(state, output);
-            }
-            OPTIONS_TEMPLATE_SET => {
-                read_templates(state, content, TemplateKind::Options, key, now)?;
-                decode_early(state, output);
-            }
-            FIRST_DATA_SET.. => {
-                decode_data_set(state, key(set_id), content, &context, now, output)?;
-            }
-            _ => {} // reserved
-        }
-    }
-    Ok(())
+        sequence,
+        u64::from(export_time) * 1000,
+        None,
+    );
+    decode_sets(state, &SETS, &message, output)
 }
 
 /// Reads the template records of a template or options template set. Each has
@@ -77,8 +57,7 @@ fn read_templates(
     state: &mut State,
     mut content: &[u8],
     kind: TemplateKind,
-    key: impl Fn(u16) -> TemplateKey,
-    now: u64,
+    message: &Message,
 ) -> Result<(), NetflowError> {
     let header_length = match kind {
         TemplateKind::Data => 4,
@@ -91,7 +70,7 @@ fn read_templates(
         let count = usize::from(read_u16(content, 2).unwrap_or_default());
         if count == 0 {
             if !withdrew_all {
-                withdrew_all = withdraw(state, kind, key(id));
+                withdrew_all = withdraw(state, kind, message.key(id));
             }
             content = content.get(4..).unwrap_or_default();
             continue;
@@ -120,7 +99,9 @@ fn read_templates(
             fields = rest;
         }
         let template = Template::compile(kind, &state.field_specs)?;
-        state.templates.insert(key(id), template, now)?;
+        state
+            .templates
+            .insert(message.key(id), template, message.now)?;
         content = fields;
     }
     Ok(())

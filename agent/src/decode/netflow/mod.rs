@@ -20,9 +20,7 @@ mod v9;
 
 use std::net::IpAddr;
 
-use flow_proto::FlowMessage;
-
-use super::{Datagram, DecodeCounters, DecodeOptions};
+use super::{Datagram, DecodeCounters, DecodeOptions, Flows};
 pub use template::TemplateLimits;
 use template::{BoundedCache, DomainKey, FieldSpec, SamplerKey, Template, TemplateKey};
 
@@ -79,7 +77,7 @@ impl NetflowDecoder {
         &mut self,
         datagram: &Datagram,
         options: &DecodeOptions,
-        out: &mut Vec<FlowMessage>,
+        out: &mut Flows,
         counters: &mut DecodeCounters,
     ) -> Result<(), NetflowError> {
         let mut output = Output {
@@ -112,7 +110,7 @@ impl Default for NetflowDecoder {
 
 /// Where decoded flows and counted events go, with the options that shape them.
 struct Output<'o> {
-    flows: &'o mut Vec<FlowMessage>,
+    flows: &'o mut Flows,
     counters: &'o mut DecodeCounters,
     options: &'o DecodeOptions,
 }
@@ -146,14 +144,6 @@ impl State {
 /// The exporter as caches key it: IPv4 from a dual-stack socket is IPv4.
 fn exporter_of(datagram: &Datagram) -> IpAddr {
     datagram.source.ip().to_canonical()
-}
-
-/// The exporter address as the schema carries it (IPv4 mapped into IPv6).
-fn exporter_octets(exporter: IpAddr) -> [u8; 16] {
-    match exporter {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
 }
 
 fn read_u16(data: &[u8], offset: usize) -> Option<u16> {

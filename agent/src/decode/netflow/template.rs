@@ -64,6 +64,8 @@ pub(crate) struct Template {
     /// The length of the shortest possible record (variable-length fields count
     /// their 1-byte length): less than this at the end of a set is padding.
     pub min_record_length: usize,
+    /// Whether records may state their own sampling rate (a sampling field is in the template).
+    pub states_sampling: bool,
 }
 
 impl Template {
@@ -122,17 +124,19 @@ impl Template {
         }
         Ok(Template {
             kind,
+            states_sampling: steps.iter().any(|step| step.field.states_sampling()),
             steps: steps.into_boxed_slice(),
             min_record_length,
         })
     }
 
-    /// Walks one record at the start of `data` into `record` (reset first, so
-    /// one `Record` serves a whole set): the bytes it takes, or `None` when
-    /// `data` ends inside the record.
+    /// Walks one record at the start of `data` into `record`: the bytes it
+    /// takes, or `None` when `data` ends inside the record. One `Record`, from
+    /// `Record::default()`, serves all the records of this template in a set
+    /// (see [`Record::next_of_same_template`]).
     #[inline]
     pub(crate) fn read_record<'a>(&self, data: &'a [u8], record: &mut Record<'a>) -> Option<usize> {
-        *record = Record::default();
+        record.next_of_same_template();
         let mut rest = data;
         for step in self.steps.iter() {
             let length = if step.length == VARIABLE_LENGTH {

@@ -7,7 +7,7 @@ use flow_proto::FlowMessage;
 use proptest::prelude::*;
 
 use super::*;
-use crate::decode::{DecodeCounters, DecodeOptions, TimestampSource, address_bytes};
+use crate::decode::{DecodeCounters, DecodeOptions, Flows, TimestampSource, address_bytes};
 
 const EXPORTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const RECEIVED: u64 = 1_700_000_100;
@@ -125,10 +125,10 @@ impl Harness {
             received: self.received,
             payload,
         };
-        let mut flows = Vec::new();
+        let mut flows = Flows::default();
         self.decoder
             .decode(&datagram, &self.options, &mut flows, &mut self.counters)
-            .map(|()| flows)
+            .map(|()| flows.take())
     }
 }
 

@@ -3,7 +3,8 @@
 
 use super::fields::{ExportContext, Record};
 use super::template::{FieldSpec, Template, TemplateKind};
-use super::{NetflowError, Output, exporter_octets, exporter_of, read_u16, read_u32};
+use super::{NetflowError, Output, exporter_of, read_u16, read_u32};
+use crate::decode::address_octets;
 use crate::decode::{Datagram, TimestampSource};
 
 const HEADER_LENGTH: usize = 24;
@@ -73,7 +74,7 @@ pub(super) fn decode(
         output.options.default_sampling_rate.max(1)
     };
     let context = ExportContext {
-        exporter: exporter_octets(exporter_of(datagram)),
+        exporter: address_octets(exporter_of(datagram)),
         // v5's engine type and id are what v9's source id replaced (RFC 3954 §5.1).
         observation_domain: u32::from(u16::from_be_bytes([engine_type, engine_id])),
         sequence_number: field(16),

@@ -1,16 +1,21 @@
 //! NetFlow v9 (RFC 3954): a 20-byte header, then FlowSets: templates (id 0),
 //! options templates (id 1) and data (id ≥ 256).
 
-use super::data::{decode_data_set, decode_early, expire_early};
-use super::fields::{ExportContext, VARIABLE_LENGTH};
-use super::template::{FieldSpec, MAX_TEMPLATE_FIELDS, Template, TemplateKey, TemplateKind};
-use super::{NetflowError, Output, Sets, State, exporter_octets, exporter_of, read_u16, read_u32};
+use super::data::{FIRST_DATA_SET, Message, TemplateSets, decode_sets};
+use super::fields::VARIABLE_LENGTH;
+use super::template::{FieldSpec, MAX_TEMPLATE_FIELDS, Template, TemplateKind};
+use super::{NetflowError, Output, State, read_u16, read_u32};
 use crate::decode::Datagram;
 
 const HEADER_LENGTH: usize = 20;
-const TEMPLATE_SET: u16 = 0;
-const OPTIONS_TEMPLATE_SET: u16 = 1;
-const FIRST_DATA_SET: u16 = 256;
+
+/// v9's template FlowSets, for the walker shared with IPFIX.
+const SETS: TemplateSets = TemplateSets {
+    template: 0,
+    options: 1,
+    read: read_template_set,
+};
+
 /// v9 field types above this are vendor-specific (Cisco uses 33000–40000 and more).
 const LAST_STANDARD_TYPE: u16 = 32767;
 
@@ -25,49 +30,37 @@ pub(super) fn decode(
         .ok_or(NetflowError::Truncated("header"))?;
     let field = |offset| read_u32(header, offset).unwrap_or_default();
     let (sys_uptime, unix_secs, sequence, source_id) = (field(4), field(8), field(12), field(16));
-    let exporter = exporter_of(datagram);
     let export_millis = u64::from(unix_secs) * 1000;
-    let context = ExportContext {
-        exporter: exporter_octets(exporter),
-        observation_domain: source_id,
-        sequence_number: sequence,
+    let boot_millis = export_millis.checked_sub(u64::from(sys_uptime));
+    let message = Message::new(
+        datagram,
+        body,
+        source_id,
+        sequence,
         export_millis,
-        boot_millis: export_millis.checked_sub(u64::from(sys_uptime)),
-        received: datagram.received,
-    };
-    let now = datagram.received;
-    let key = |id| TemplateKey {
-        exporter,
-        domain: source_id,
-        id,
-    };
-    expire_early(state, now, output);
-    for set in (Sets { rest: body }) {
-        let (set_id, content) = set?;
-        match set_id {
-            TEMPLATE_SET => {
-                read_templates(state, content, key, now)?;
-                decode_early(state, output);
-            }
-            OPTIONS_TEMPLATE_SET => {
-                read_options_templates(state, content, key, now)?;
-                decode_early(state, output);
-            }
-            FIRST_DATA_SET.. => {
-                decode_data_set(state, key(set_id), content, &context, now, output)?;
-            }
-            _ => {} // reserved
-        }
+        boot_millis,
+    );
+    decode_sets(state, &SETS, &message, output)
+}
+
+/// v9 lays templates and options templates out differently: one reader each.
+fn read_template_set(
+    state: &mut State,
+    content: &[u8],
+    kind: TemplateKind,
+    message: &Message,
+) -> Result<(), NetflowError> {
+    match kind {
+        TemplateKind::Data => read_templates(state, content, message),
+        TemplateKind::Options => read_options_templates(state, content, message),
     }
-    Ok(())
 }
 
 /// Reads the templates of a template FlowSet: id, field count, then (type, length) pairs.
 fn read_templates(
     state: &mut State,
     mut content: &[u8],
-    key: impl Fn(u16) -> TemplateKey,
-    now: u64,
+    message: &Message,
 ) -> Result<(), NetflowError> {
     while let (Some(id), Some(count)) = (read_u16(content, 0), read_u16(content, 2)) {
         if id == 0 && count == 0 {
@@ -86,7 +79,9 @@ fn read_templates(
             .field_specs
             .extend(fields.chunks_exact(4).map(standard_field));
         let template = compile(TemplateKind::Data, &state.field_specs)?;
-        state.templates.insert(key(id), template, now)?;
+        state
+            .templates
+            .insert(message.key(id), template, message.now)?;
         content = content.get(4 + count * 4..).unwrap_or_default();
     }
     Ok(())
@@ -98,8 +93,7 @@ fn read_templates(
 fn read_options_templates(
     state: &mut State,
     mut content: &[u8],
-    key: impl Fn(u16) -> TemplateKey,
-    now: u64,
+    message: &Message,
 ) -> Result<(), NetflowError> {
     while let (Some(id), Some(scope_length), Some(options_length)) = (
         read_u16(content, 0),
@@ -134,7 +128,9 @@ fn read_options_templates(
             .field_specs
             .extend(options.chunks_exact(4).map(standard_field));
         let template = compile(TemplateKind::Options, &state.field_specs)?;
-        state.templates.insert(key(id), template, now)?;
+        state
+            .templates
+            .insert(message.key(id), template, message.now)?;
         content = content.get(end..).unwrap_or_default();
     }
     Ok(())
