@@ -56,7 +56,7 @@ pub fn binary(name: &str) -> PathBuf {
         let path = exe_dir.join(name);
         assert!(
             path.exists(),
-            "{} is missing: build it with `cargo build --release --workspace --bins`",
+            "{} is missing: build it with `cargo build --profile demo --workspace --bins` (as ./run-demo does)",
             path.display()
         );
         return path;
