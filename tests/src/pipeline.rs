@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder};
@@ -540,9 +540,9 @@ pub fn capture_datagrams() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 /// interface (TCP to one port only), exporting IPFIX to a relay that forwards each
 /// datagram through a [`Sender`], while a thread makes HTTP requests to that port.
 /// (softflowd 1.1.0 on `lo` receives the packets but processes none before its
-/// capture buffer fills, so it is no live exporter here. pmacctd exports what it
-/// holds when it stops, but only what it saw once it had run for several seconds:
-/// hence traffic from the start to the end.)
+/// capture buffer fills, so it is no live exporter here. pmacctd sent nothing of what
+/// it saw in its first seconds, even when stopped: hence traffic from the start, and
+/// [`LiveExporter::finish`] waits for a first export, within a bound.)
 #[derive(Debug)]
 pub struct LiveExporter {
     pmacctd: Process,
@@ -550,8 +550,13 @@ pub struct LiveExporter {
     traffic_stop: Arc<AtomicBool>,
     relay: std::thread::JoinHandle<Sender>,
     relay_stop: Arc<AtomicBool>,
+    relayed: Arc<AtomicU64>,
+    started: Instant,
     _dir: TempDir,
 }
+
+/// How long [`LiveExporter::finish`] waits, from the start, for pmacctd's first export.
+const FIRST_EXPORT_WAIT: Duration = Duration::from_secs(30);
 
 impl LiveExporter {
     /// Starts pmacctd on `lo` for TCP traffic on `port` (an HTTP server's), and the
@@ -585,6 +590,8 @@ impl LiveExporter {
         let pmacctd = Process::spawn("pmacctd", command, &dir.path().join("pmacctd.log"));
         let stop = Arc::new(AtomicBool::new(false));
         let relay_stop = Arc::clone(&stop);
+        let relayed = Arc::new(AtomicU64::new(0));
+        let relay_count = Arc::clone(&relayed);
         let relay = std::thread::spawn(move || {
             let mut sender = Sender::new(Ipv4Addr::LOCALHOST);
             let mut buf = vec![0u8; 65_536];
@@ -593,6 +600,7 @@ impl LiveExporter {
                 match relay_socket.recv(&mut buf) {
                     Ok(len) => {
                         sender.send(&buf[..len], target);
+                        relay_count.fetch_add(1, Ordering::Relaxed);
                         quiet_since = None;
                     }
                     Err(_) if relay_stop.load(Ordering::Relaxed) => {
@@ -619,13 +627,22 @@ impl LiveExporter {
             traffic_stop,
             relay,
             relay_stop: stop,
+            relayed,
+            started: Instant::now(),
             _dir: dir,
         }
     }
 
-    /// Stops pmacctd (which exports every flow it still holds) and the relay;
-    /// returns what the relay forwarded.
+    /// Waits (at most [`FIRST_EXPORT_WAIT`] from the start) until pmacctd has exported
+    /// something, then stops the traffic, pmacctd (which exports every flow it still
+    /// holds) and the relay; returns what the relay forwarded.
     pub fn finish(mut self) -> Totals {
+        while self.relayed.load(Ordering::Relaxed) == 0
+            && self.started.elapsed() < FIRST_EXPORT_WAIT
+        {
+            self.pmacctd.assert_running();
+            std::thread::sleep(Duration::from_millis(200));
+        }
         self.traffic_stop.store(true, Ordering::Relaxed);
         let _ = self.traffic.join();
         self.pmacctd.stop();
