@@ -878,9 +878,27 @@ async fn prune_refuses_while_the_old_topic_has_a_backlog_and_drops_once_drained(
     assert_objects_exist(clickhouse, &["flows_1_raw"]).await;
 
     // Once the backlog drains, the same rule drops v1 and keeps v2.
-    execute("ATTACH TABLE default.flows_1_raw_consumer").await;
-    execute("ATTACH TABLE default.flows_1_raw_errors").await;
+    for view in ["flows_1_raw_consumer", "flows_1_raw_errors"] {
+        attach(clickhouse, view).await;
+    }
     wait_for_count(clickhouse, "SELECT count() FROM default.flows", 17).await;
+    // The engine commits its offsets after it has written the rows: wait for that.
+    let topic = v1.topic("flows");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let backlog =
+            flow_provisioner::kafka::backlog(&config.kafka, &topic, &config.clickhouse.kafka_group)
+                .await
+                .unwrap();
+        if backlog == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{backlog} records still uncommitted after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let mut out = Vec::new();
     let pruned = provisioner::prune(config, options, schema, &mut out).await;
     let report = String::from_utf8(out).unwrap();
@@ -892,6 +910,22 @@ async fn prune_refuses_while_the_old_topic_has_a_backlog_and_drops_once_drained(
         "{objects:?}"
     );
     assert!(objects.iter().any(|o| o == "flows_2_raw"), "{objects:?}");
+}
+
+/// ATTACHes a detached table, retrying while the engine answers that a query still
+/// holds it ("Retry later", as it says), for at most 10 s.
+async fn attach(clickhouse: &ClickHouse, table: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sql = format!("ATTACH TABLE default.{table}");
+        match clickhouse.client().query(&sql).execute().await {
+            Ok(()) => return,
+            Err(e) if e.to_string().contains("Retry later") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
 }
 
 /// Runs the binary with `args` and a configuration file; returns the exit code and output.
