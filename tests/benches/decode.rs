@@ -14,7 +14,7 @@ use std::time::Duration;
 use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Flows};
 use flow_proto::encode_batch;
 use flow_tests::traffic::{
-    TrafficShape, pmacct_sflow_datagrams, softflowd_datagrams, write_synthetic_capture,
+    SyntheticCapture, TrafficShape, pmacct_sflow_datagrams, softflowd_datagrams,
 };
 use netflow_parser::NetflowParser;
 
@@ -106,11 +106,11 @@ fn exporter() -> SocketAddr {
 }
 
 fn datasets() -> Vec<Dataset> {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let capture = dir.path().join("traffic.pcap");
-    let (packets, _) = write_synthetic_capture(&capture, TrafficShape::default());
+    let synthetic = SyntheticCapture::write(TrafficShape::default());
+    let capture = &synthetic.path;
     eprintln!(
-        "synthetic traffic: {packets} packets, {} flows",
+        "synthetic traffic: {} packets, {} flows",
+        synthetic.packets,
         TrafficShape::default().flows
     );
     let from_exporter =
@@ -124,17 +124,17 @@ fn datasets() -> Vec<Dataset> {
     vec![
         Dataset {
             name: "NetFlow v5 (softflowd)",
-            datagrams: from_exporter(softflowd_datagrams(&capture, 5)),
+            datagrams: from_exporter(softflowd_datagrams(capture, 5)),
             peer: true,
         },
         Dataset {
             name: "NetFlow v9 (softflowd)",
-            datagrams: from_exporter(softflowd_datagrams(&capture, 9)),
+            datagrams: from_exporter(softflowd_datagrams(capture, 9)),
             peer: true,
         },
         Dataset {
             name: "IPFIX (softflowd)",
-            datagrams: from_exporter(softflowd_datagrams(&capture, 10)),
+            datagrams: from_exporter(softflowd_datagrams(capture, 10)),
             peer: true,
         },
         Dataset {
@@ -144,7 +144,7 @@ fn datasets() -> Vec<Dataset> {
         },
         Dataset {
             name: "sFlow v5 (pmacct sfprobe)",
-            datagrams: from_exporter(pmacct_sflow_datagrams(&capture, 1)),
+            datagrams: from_exporter(pmacct_sflow_datagrams(capture, 1)),
             peer: false,
         },
     ]

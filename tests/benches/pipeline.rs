@@ -37,8 +37,8 @@ use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Flows
 use flow_tests::agent::{free_udp_port, sum};
 use flow_tests::services::{KafkaBroker, Process, free_port, http_get};
 use flow_tests::traffic::{
-    ReplayStats, TrafficShape, pmacct_sflow_datagrams, replay, softflowd_datagrams,
-    write_synthetic_capture,
+    ReplayStats, SyntheticCapture, TrafficShape, pmacct_sflow_datagrams, replay,
+    softflowd_datagrams,
 };
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
@@ -185,11 +185,11 @@ fn main() {
 /// The three datasets, from one synthetic capture, with each datagram's flow count as
 /// the agent's decoder finds it (templates learned in order, as a collector would).
 fn datasets() -> Vec<Dataset> {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let capture = dir.path().join("traffic.pcap");
-    let (packets, _) = write_synthetic_capture(&capture, TrafficShape::default());
+    let synthetic = SyntheticCapture::write(TrafficShape::default());
+    let capture = &synthetic.path;
     eprintln!(
-        "synthetic traffic: {packets} packets, {} flows",
+        "synthetic traffic: {} packets, {} flows",
+        synthetic.packets,
         TrafficShape::default().flows
     );
     let dataset = |name, sflow, datagrams: Vec<Vec<u8>>| {
@@ -229,17 +229,13 @@ fn datasets() -> Vec<Dataset> {
         dataset(
             "NetFlow v9 (softflowd)",
             false,
-            softflowd_datagrams(&capture, 9),
+            softflowd_datagrams(capture, 9),
         ),
-        dataset(
-            "IPFIX (softflowd)",
-            false,
-            softflowd_datagrams(&capture, 10),
-        ),
+        dataset("IPFIX (softflowd)", false, softflowd_datagrams(capture, 10)),
         dataset(
             "sFlow v5 (pmacct sfprobe)",
             true,
-            pmacct_sflow_datagrams(&capture, 1),
+            pmacct_sflow_datagrams(capture, 1),
         ),
     ]
 }

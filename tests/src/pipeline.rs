@@ -198,29 +198,25 @@ impl Pipeline {
             sent.bytes += totals.bytes;
             sent.packets += totals.packets;
         };
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let capture = dir.path().join("synthetic.pcap");
-        crate::traffic::write_synthetic_capture(
-            &capture,
-            crate::traffic::TrafficShape {
-                flows: plan.synthetic_flows,
-                ..Default::default()
-            },
-        );
+        let synthetic = crate::traffic::SyntheticCapture::write(crate::traffic::TrafficShape {
+            flows: plan.synthetic_flows,
+            ..Default::default()
+        });
+        let capture = &synthetic.path;
         let mut sources: Vec<(&str, Vec<Vec<u8>>, SocketAddr)> = vec![
             (
                 "softflowd NetFlow v9 (synthetic traffic)",
-                crate::traffic::softflowd_datagrams(&capture, 9),
+                crate::traffic::softflowd_datagrams(capture, 9),
                 self.netflow,
             ),
             (
                 "softflowd IPFIX (synthetic traffic)",
-                crate::traffic::softflowd_datagrams(&capture, 10),
+                crate::traffic::softflowd_datagrams(capture, 10),
                 self.netflow,
             ),
             (
                 "pmacct sFlow 1:10 (synthetic traffic)",
-                crate::traffic::pmacct_sflow_datagrams(&capture, 10),
+                crate::traffic::pmacct_sflow_datagrams(capture, 10),
                 self.sflow,
             ),
         ];

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -206,6 +206,31 @@ fn read_log(mut log: File) -> String {
     let mut text = String::new();
     let _ = log.rewind().and_then(|_| log.read_to_string(&mut text));
     text
+}
+
+/// A synthetic capture in a temporary directory, removed when this is dropped: what
+/// the benchmarks and the local pipeline hand to the exporters.
+#[derive(Debug)]
+pub struct SyntheticCapture {
+    /// The pcap file.
+    pub path: PathBuf,
+    /// Packets it holds.
+    pub packets: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl SyntheticCapture {
+    /// Writes a capture of `shape` (see [`write_synthetic_capture`]).
+    pub fn write(shape: TrafficShape) -> SyntheticCapture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("synthetic.pcap");
+        let (packets, _) = write_synthetic_capture(&path, shape);
+        SyntheticCapture {
+            path,
+            packets,
+            _dir: dir,
+        }
+    }
 }
 
 /// The datagrams softflowd sends for a capture: NetFlow `version` 5 or 9, or 10 for IPFIX.
