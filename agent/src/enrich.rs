@@ -265,10 +265,35 @@ impl Enricher {
             .default_sampling_rate
     }
 
-    /// Fills a flow's exporter, interface and sampling attributes.
-    pub fn enrich(&self, flow: &mut FlowMessage) {
-        let key: Option<AddressKey> = flow.exporter_address.as_slice().try_into().ok();
-        let exporter = key.and_then(|key| self.exporters.get(&key));
+    /// Fills the flows' exporter, interface and sampling attributes.
+    pub fn enrich(&self, flows: &mut [FlowMessage]) {
+        // A datagram's flows share their exporter: look it up once per run of them.
+        for run in flows.chunk_by_mut(|a, b| a.exporter_address == b.exporter_address) {
+            let key: Option<AddressKey> = run
+                .first()
+                .and_then(|flow| flow.exporter_address.as_slice().try_into().ok());
+            let exporter = key.and_then(|key| self.exporters.get(&key));
+            let local = self.local_interfaces_for(key, exporter);
+            if exporter.is_none() && local.is_none() {
+                continue;
+            }
+            let lookup = |index: u32| {
+                exporter
+                    .and_then(|e| e.interfaces.get(&index))
+                    .or_else(|| local.as_ref().and_then(|l| l.get(&index)))
+            };
+            for flow in run {
+                Self::enrich_flow(flow, exporter, lookup);
+            }
+        }
+    }
+
+    /// Fills one flow from its exporter's settings and interface table.
+    fn enrich_flow<'a>(
+        flow: &mut FlowMessage,
+        exporter: Option<&Exporter>,
+        lookup: impl Fn(u32) -> Option<&'a Interface>,
+    ) {
         if let Some(exporter) = exporter {
             flow.exporter_name.clone_from(&exporter.name);
             flow.exporter_group.clone_from(&exporter.group);
@@ -276,12 +301,6 @@ impl Enricher {
                 flow.sampling_rate = rate;
             }
         }
-        let local = self.local_interfaces_for(key, exporter);
-        let lookup = |index: u32| {
-            exporter
-                .and_then(|e| e.interfaces.get(&index))
-                .or_else(|| local.as_ref().and_then(|l| l.get(&index)))
-        };
         if let Some(interface) = lookup(flow.in_if) {
             flow.in_if_name.clone_from(&interface.name);
             flow.in_if_description.clone_from(&interface.description);
@@ -366,7 +385,7 @@ connectivity = "transit"
         let enricher = Enricher::new(&config(EXPORTER)).unwrap_or_else(|e| panic!("{e}"));
         let exporter: IpAddr = [192, 0, 2, 1].into();
         let mut flow = flow_from(exporter, 10, 20);
-        enricher.enrich(&mut flow);
+        enricher.enrich(std::slice::from_mut(&mut flow));
         assert_eq!(flow.exporter_name, "edge1");
         assert_eq!(flow.exporter_group, "paris");
         assert_eq!(flow.sampling_rate, 1000);
@@ -380,7 +399,7 @@ connectivity = "transit"
         assert_eq!(enricher.default_sampling_rate(exporter), Some(100));
 
         let mut flow = flow_from(exporter, 30, 99);
-        enricher.enrich(&mut flow);
+        enricher.enrich(std::slice::from_mut(&mut flow));
         assert_eq!(flow.in_if_provider, "lumen", "the table wins over the rule");
         assert_eq!(
             flow.in_if_connectivity, "transit",
@@ -394,7 +413,7 @@ connectivity = "transit"
         let enricher = Enricher::new(&config(EXPORTER)).unwrap_or_else(|e| panic!("{e}"));
         let mut flow = flow_from([198, 51, 100, 7].into(), 10, 20);
         let before = flow.clone();
-        enricher.enrich(&mut flow);
+        enricher.enrich(std::slice::from_mut(&mut flow));
         assert_eq!(flow, before);
         assert_eq!(
             enricher.default_sampling_rate([198, 51, 100, 7].into()),
@@ -420,7 +439,7 @@ connectivity = "transit"
         );
         let enricher = Enricher::new(&config(&extra)).unwrap_or_else(|e| panic!("{e}"));
         let mut flow = flow_from([127, 0, 0, 1].into(), 2, 1);
-        enricher.enrich(&mut flow);
+        enricher.enrich(std::slice::from_mut(&mut flow));
         assert_eq!(flow.in_if_name, "eth0");
         assert_eq!(flow.in_if_speed, 1000);
         assert_eq!(flow.in_if_provider, "Cogent");
@@ -433,11 +452,11 @@ connectivity = "transit"
             3
         );
         let mut flow = flow_from([127, 0, 0, 1].into(), 3, 0);
-        enricher.enrich(&mut flow);
+        enricher.enrich(std::slice::from_mut(&mut flow));
         assert_eq!(flow.in_if_name, "eth1");
 
         let mut other = flow_from([192, 0, 2, 1].into(), 2, 0);
-        enricher.enrich(&mut other);
+        enricher.enrich(std::slice::from_mut(&mut other));
         assert_eq!(other.in_if_name, "", "discovery is scoped to 127.0.0.1");
         let _ = std::fs::remove_dir_all(&dir);
     }

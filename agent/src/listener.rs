@@ -12,7 +12,7 @@
 //! (MSG_WAITFORONE: the call returns as soon as one datagram is there).
 
 use std::io::IoSliceMut;
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +142,7 @@ impl Worker {
         let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
         let mut flows = Flows::default();
         let mut pending: Vec<EncodedFlows> = Vec::new();
+        let mut counts = BatchCounts::default();
         let mut last_expiry = Instant::now();
         while !self.pipeline.stop.load(Ordering::Acquire) {
             received.clear();
@@ -171,10 +172,13 @@ impl Worker {
             for (&(len, source), buffer) in received.iter().zip(&buffers) {
                 let payload = buffer.get(..len).unwrap_or_default();
                 match source {
-                    Some(source) => self.handle(payload, source, &mut flows, &mut pending),
+                    Some(source) => {
+                        self.handle(payload, source, &mut flows, &mut pending, &mut counts)
+                    }
                     None => self.pipeline.metrics.receive_error(),
                 }
             }
+            counts.flush(&self.pipeline.metrics);
             if !pending.is_empty() {
                 self.pipeline.intake.submit(std::mem::take(&mut pending));
             }
@@ -192,6 +196,7 @@ impl Worker {
         source: SocketAddr,
         flows: &mut Flows,
         pending: &mut Vec<EncodedFlows>,
+        counts: &mut BatchCounts,
     ) {
         let metrics = &self.pipeline.metrics;
         if !self.accepts_payload(payload) {
@@ -208,11 +213,9 @@ impl Worker {
             payload,
         };
         flows.clear();
-        let mut counters = DecodeCounters::default();
         let result = self
             .decoder
-            .decode(&datagram, None, &options, flows, &mut counters);
-        metrics.add_decode_counters(&counters);
+            .decode(&datagram, None, &options, flows, &mut counts.decode);
         let protocol = match &result {
             Ok(protocol) => Some(*protocol),
             Err(e) => {
@@ -222,14 +225,12 @@ impl Worker {
             }
         };
         if let Some(protocol) = protocol {
-            metrics.datagram_received(source.ip(), protocol, flows.len());
+            counts.datagram(metrics, source.ip(), protocol, flows.len());
         }
         if flows.is_empty() {
             return;
         }
-        for flow in flows.iter_mut() {
-            self.pipeline.enricher.enrich(flow);
-        }
+        self.pipeline.enricher.enrich(flows);
         self.pipeline.intake.encode(flows, pending);
     }
 
@@ -243,6 +244,46 @@ impl Worker {
                     Some(Protocol::NetflowV5 | Protocol::NetflowV9 | Protocol::Ipfix)
                 )
         )
+    }
+}
+
+/// What a worker counts over one receive batch before adding it to the shared
+/// metrics: under load a batch holds dozens of datagrams, mostly of one
+/// exporter, and the shared counters (a lock, atomics) are then touched once.
+#[derive(Debug, Default)]
+struct BatchCounts {
+    decode: DecodeCounters,
+    /// The exporter and protocol of the latest datagrams, and how many datagrams
+    /// and flows they were.
+    run: Option<(IpAddr, Protocol)>,
+    datagrams: u64,
+    flows: u64,
+}
+
+impl BatchCounts {
+    fn datagram(&mut self, metrics: &Metrics, exporter: IpAddr, protocol: Protocol, flows: usize) {
+        if self.run != Some((exporter, protocol)) {
+            self.flush_run(metrics);
+            self.run = Some((exporter, protocol));
+        }
+        self.datagrams += 1;
+        self.flows += flows as u64;
+    }
+
+    fn flush_run(&mut self, metrics: &Metrics) {
+        if let Some((exporter, protocol)) = self.run.take() {
+            metrics.datagrams_received(exporter, protocol, self.datagrams, self.flows);
+        }
+        self.datagrams = 0;
+        self.flows = 0;
+    }
+
+    /// Adds everything to `metrics` and starts again from zero.
+    fn flush(&mut self, metrics: &Metrics) {
+        self.flush_run(metrics);
+        if self.decode != DecodeCounters::default() {
+            metrics.add_decode_counters(&std::mem::take(&mut self.decode));
+        }
     }
 }
 

@@ -113,13 +113,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
-    /// One datagram of `protocol` from `exporter`, giving `flows` flows (even
-    /// when it also failed part-way: the flows before the fault count).
-    pub fn datagram_received(&self, exporter: IpAddr, protocol: Protocol, flows: usize) {
+    /// `datagrams` datagrams of `protocol` from `exporter`, giving `flows` flows
+    /// (even when one also failed part-way: the flows before the fault count).
+    pub fn datagrams_received(
+        &self,
+        exporter: IpAddr,
+        protocol: Protocol,
+        datagrams: u64,
+        flows: u64,
+    ) {
         let mut received = lock(&self.received);
         let counts = received.entry((exporter, protocol)).or_default();
-        counts.datagrams += 1;
-        counts.flows += flows as u64;
+        counts.datagrams += datagrams;
+        counts.flows += flows;
     }
 
     /// One datagram (or its tail) that could not be decoded.
@@ -434,8 +440,8 @@ mod tests {
     fn counts_render_with_labels() {
         let metrics = Metrics::default();
         let exporter: IpAddr = [192, 0, 2, 1].into();
-        metrics.datagram_received(exporter, Protocol::Ipfix, 7);
-        metrics.datagram_received(exporter, Protocol::Ipfix, 3);
+        metrics.datagrams_received(exporter, Protocol::Ipfix, 1, 7);
+        metrics.datagrams_received(exporter, Protocol::Ipfix, 1, 3);
         metrics.decode_error("netflow", "truncated");
         metrics.flows_dropped(DropReason::BufferFull, 5);
         metrics.produced(10, 2, 300, Duration::from_millis(3));

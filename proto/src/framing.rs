@@ -2,8 +2,10 @@
 //! messages per Kafka record. This is ClickHouse's `Protobuf` format (not
 //! `ProtobufSingle`), so the Kafka engine reads every flow of a record.
 
-use bytes::{Buf, BufMut};
+use bytes::Buf;
 use prost::Message;
+
+use crate::EncodeDelimited;
 
 /// Why a batch could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -19,18 +21,13 @@ pub enum FramingError {
 }
 
 /// Appends each message, length-delimited, to `buf`.
-pub fn encode_batch<'a, M, I, B>(messages: I, buf: &mut B)
+pub fn encode_batch<'a, M, I>(messages: I, buf: &mut Vec<u8>)
 where
-    M: Message + 'a,
+    M: EncodeDelimited + 'a,
     I: IntoIterator<Item = &'a M>,
-    B: BufMut,
 {
     for message in messages {
-        // `encode_length_delimited` fails only when the buffer is too small; a
-        // `BufMut` that grows (BytesMut, Vec) never is, so reserve and write directly.
-        let len = message.encoded_len();
-        prost::encoding::encode_varint(len as u64, buf);
-        message.encode_raw(buf);
+        message.encode_delimited(buf);
     }
 }
 

@@ -6,9 +6,11 @@
 //! `init.sh`, and every name that depends on the version (Kafka topic, ClickHouse
 //! tables, `kafka_schema`) is derived here.
 
+mod encode;
 mod framing;
 mod names;
 
+pub use encode::EncodeDelimited;
 pub use framing::{FramingError, decode_batch, encode_batch, encoded_len};
 pub use names::{ClickHouseNames, SchemaVersion, VERSIONS, current, topic_name};
 

@@ -2,8 +2,9 @@
 //! `netflow_parser` crate (a Rust peer) decoding the same datagrams in the same run.
 //!
 //! `cargo bench -p flow-tests --bench decode` prints flows per second per core (CPU
-//! time of this thread, not wall time: the machines are shared) for decode alone and
-//! for decode plus protobuf encoding, and the ratio to the peer.
+//! time of this thread, not wall time: the machines are shared) for decode alone, for
+//! decode plus protobuf encoding (the agent's one-pass encoder, and prost's beside it),
+//! and the ratio to the peer.
 //!
 //! Datasets: a synthetic traffic capture exported by softflowd (NetFlow v5, v9, IPFIX)
 //! and by pmacct's sFlow probe, plus the real Cisco AVC capture from ../shared/data.
@@ -17,6 +18,7 @@ use flow_tests::traffic::{
     SyntheticCapture, TrafficShape, pmacct_sflow_datagrams, softflowd_datagrams,
 };
 use netflow_parser::NetflowParser;
+use prost::Message;
 
 /// How long each measurement runs, in CPU time.
 const MEASURE: Duration = Duration::from_secs(2);
@@ -55,7 +57,17 @@ fn datagram<'a>(source: SocketAddr, payload: &'a [u8]) -> Datagram<'a> {
     }
 }
 
-fn ours(dataset: &Dataset, encode: bool) -> (f64, u64) {
+/// What follows decoding in a measurement.
+#[derive(Clone, Copy)]
+enum Encoding {
+    None,
+    /// flow_proto's one-pass encoder, as the agent encodes.
+    OnePass,
+    /// prost's `encode_length_delimited`, the reference the one-pass encoder is compared to.
+    Prost,
+}
+
+fn ours(dataset: &Dataset, encoding: Encoding) -> (f64, u64) {
     let mut decoder = Decoder::default();
     let options = DecodeOptions::default();
     let mut counters = DecodeCounters::default();
@@ -74,9 +86,15 @@ fn ours(dataset: &Dataset, encode: bool) -> (f64, u64) {
                 &mut counters,
             );
             total += flows.len() as u64;
-            if encode {
-                encoded.clear();
-                encode_batch(&flows, &mut encoded);
+            encoded.clear();
+            match encoding {
+                Encoding::None => {}
+                Encoding::OnePass => encode_batch(&flows, &mut encoded),
+                Encoding::Prost => {
+                    for flow in &flows {
+                        let _ = flow.encode_length_delimited(&mut encoded);
+                    }
+                }
             }
         }
         per_pass = total;
@@ -156,12 +174,20 @@ fn main() {
         return;
     }
     println!(
-        "{:<28} {:>9} {:>10} {:>14} {:>14} {:>16} {:>8}",
-        "dataset", "datagrams", "flows", "decode Mfl/s", "+encode Mfl/s", "netflow_parser", "ratio"
+        "{:<28} {:>9} {:>10} {:>13} {:>14} {:>14} {:>16} {:>8}",
+        "dataset",
+        "datagrams",
+        "flows",
+        "decode Mfl/s",
+        "+encode Mfl/s",
+        "+prost Mfl/s",
+        "netflow_parser",
+        "ratio"
     );
     for dataset in datasets() {
-        let (decode, flows) = ours(&dataset, false);
-        let (with_encode, _) = ours(&dataset, true);
+        let (decode, flows) = ours(&dataset, Encoding::None);
+        let (with_encode, _) = ours(&dataset, Encoding::OnePass);
+        let (with_prost, _) = ours(&dataset, Encoding::Prost);
         let (peer_text, ratio_text) = if dataset.peer {
             match peer(&dataset, flows) {
                 (peer_rate, 0) => (
@@ -174,15 +200,20 @@ fn main() {
             ("n/a".into(), "n/a".into())
         };
         println!(
-            "{:<28} {:>9} {:>10} {:>14.2} {:>14.2} {:>16} {:>8}",
+            "{:<28} {:>9} {:>10} {:>13.2} {:>14.2} {:>14.2} {:>16} {:>8}",
             dataset.name,
             dataset.datagrams.len(),
             flows,
             decode / 1e6,
             with_encode / 1e6,
+            with_prost / 1e6,
             peer_text,
             ratio_text
         );
     }
-    println!("(millions of flows per second per core, CPU time of the decoding thread)");
+    println!(
+        "(millions of flows per second per core, CPU time of the decoding thread; +encode: \
+         decoding then flow_proto's one-pass length-delimited encoding, as the agent does; \
+         +prost: decoding then prost's encode_length_delimited, for comparison)"
+    );
 }
