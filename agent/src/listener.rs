@@ -169,14 +169,19 @@ impl Worker {
                     }
                 }
             }
+            // One clock reading per batch: it is in seconds, and a batch takes microseconds.
+            let now = unix_seconds();
             for (&(len, source), buffer) in received.iter().zip(&buffers) {
-                let payload = buffer.get(..len).unwrap_or_default();
-                match source {
-                    Some(source) => {
-                        self.handle(payload, source, &mut flows, &mut pending, &mut counts)
-                    }
-                    None => self.pipeline.metrics.receive_error(),
-                }
+                let Some(source) = source else {
+                    self.pipeline.metrics.receive_error();
+                    continue;
+                };
+                let datagram = Datagram {
+                    source,
+                    received: now,
+                    payload: buffer.get(..len).unwrap_or_default(),
+                };
+                self.handle(&datagram, &mut flows, &mut pending, &mut counts);
             }
             counts.flush(&self.pipeline.metrics);
             if !pending.is_empty() {
@@ -192,14 +197,14 @@ impl Worker {
     /// Decodes one datagram into `pending`; flows decoded before an error still go on.
     fn handle(
         &mut self,
-        payload: &[u8],
-        source: SocketAddr,
+        datagram: &Datagram<'_>,
         flows: &mut Flows,
         pending: &mut Vec<EncodedFlows>,
         counts: &mut BatchCounts,
     ) {
         let metrics = &self.pipeline.metrics;
-        if !self.accepts_payload(payload) {
+        let source = datagram.source;
+        if !self.accepts_payload(datagram.payload) {
             metrics.decode_error("unknown", "unexpected-protocol");
             return;
         }
@@ -207,15 +212,10 @@ impl Worker {
         if let Some(rate) = self.pipeline.enricher.default_sampling_rate(source.ip()) {
             options.default_sampling_rate = rate;
         }
-        let datagram = Datagram {
-            source,
-            received: unix_seconds(),
-            payload,
-        };
         flows.clear();
         let result = self
             .decoder
-            .decode(&datagram, None, &options, flows, &mut counts.decode);
+            .decode(datagram, None, &options, flows, &mut counts.decode);
         let protocol = match &result {
             Ok(protocol) => Some(*protocol),
             Err(e) => {
