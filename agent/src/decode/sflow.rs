@@ -10,7 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flow_proto::FlowMessage;
 
 use super::packet::{self, Headers};
-use super::{Datagram, DecodeCounters, DecodeOptions, ExporterAddressSource, Flows, address_bytes};
+use super::{
+    Datagram, DecodeCounters, DecodeOptions, ExporterAddressSource, Flows, address_octets,
+    set_address,
+};
 
 // Sample formats (enterprise 0).
 const FLOW_SAMPLE: u32 = 1;
@@ -126,7 +129,7 @@ pub struct SflowDecoder;
 
 /// What the datagram header says, shared by its samples.
 struct Agent {
-    exporter: Vec<u8>,
+    exporter: [u8; 16],
     sub_agent_id: u32,
     sequence: u32,
 }
@@ -158,7 +161,7 @@ impl SflowDecoder {
             _ => datagram.source.ip(),
         };
         let agent = Agent {
-            exporter: address_bytes(exporter),
+            exporter: address_octets(exporter),
             sub_agent_id,
             sequence,
         };
@@ -166,15 +169,24 @@ impl SflowDecoder {
         for _ in 0..samples {
             let format = xdr.u32("sample")?;
             let mut sample = xdr.sized("sample")?;
-            match (format >> 12, format & 0xfff) {
-                (0, FLOW_SAMPLE) => {
-                    *out.push() = flow_sample(&mut sample, false, &agent, datagram, options)?
+            let expanded = match (format >> 12, format & 0xfff) {
+                (0, FLOW_SAMPLE) => false,
+                (0, EXPANDED_FLOW_SAMPLE) => true,
+                (0, COUNTER_SAMPLE | EXPANDED_COUNTER_SAMPLE) => {
+                    counters.counter_samples += 1;
+                    continue;
                 }
-                (0, EXPANDED_FLOW_SAMPLE) => {
-                    *out.push() = flow_sample(&mut sample, true, &agent, datagram, options)?
+                _ => {
+                    counters.skipped_records += 1;
+                    continue;
                 }
-                (0, COUNTER_SAMPLE | EXPANDED_COUNTER_SAMPLE) => counters.counter_samples += 1,
-                _ => counters.skipped_records += 1,
+            };
+            // Written in place over a reused message (see `Flows`), dropped if the sample is bad.
+            let flow = out.push();
+            if let Err(error) = flow_sample(&mut sample, expanded, &agent, datagram, options, flow)
+            {
+                out.pop();
+                return Err(error);
             }
         }
         Ok(())
@@ -212,7 +224,8 @@ fn flow_sample(
     agent: &Agent,
     datagram: &Datagram<'_>,
     options: &DecodeOptions,
-) -> Result<FlowMessage> {
+    flow: &mut FlowMessage,
+) -> Result<()> {
     let _sample_sequence = sample.u32("flow sample")?;
     if expanded {
         sample.bytes(8, "flow sample")?; // source id type and index
@@ -235,23 +248,20 @@ fn flow_sample(
             compact(sample.u32("flow sample")?),
         )
     };
-    let mut flow = FlowMessage {
-        time_received: datagram.received,
-        flow_start: datagram.received,
-        flow_end: datagram.received,
-        sequence_number: agent.sequence,
-        sampling_rate: if sampling_rate == 0 {
-            options.default_sampling_rate
-        } else {
-            sampling_rate.into()
-        },
-        exporter_address: agent.exporter.clone(),
-        observation_domain: agent.sub_agent_id,
-        in_if: input.index(),
-        out_if: output.index(),
-        packets: 1,
-        ..Default::default()
+    flow.time_received = datagram.received;
+    flow.flow_start = datagram.received;
+    flow.flow_end = datagram.received;
+    flow.sequence_number = agent.sequence;
+    flow.sampling_rate = if sampling_rate == 0 {
+        options.default_sampling_rate
+    } else {
+        sampling_rate.into()
     };
+    set_address(&mut flow.exporter_address, &agent.exporter);
+    flow.observation_domain = agent.sub_agent_id;
+    flow.in_if = input.index();
+    flow.out_if = output.index();
+    flow.packets = 1;
     if matches!(output, Interface::Dropped) {
         flow.forwarding_status = FORWARDING_STATUS_DROPPED;
     }
@@ -266,7 +276,7 @@ fn flow_sample(
             continue; // enterprise records: skipped by their length
         }
         match format & 0xfff {
-            RAW_PACKET_HEADER => raw_packet_header(&mut record, &mut flow)?,
+            RAW_PACKET_HEADER => raw_packet_header(&mut record, flow)?,
             ETHERNET_FRAME => {
                 let _length = record.u32("ethernet frame")?;
                 let src = record.bytes(8, "ethernet frame")?;
@@ -275,8 +285,8 @@ fn flow_sample(
                 flow.dst_mac = mac(dst);
                 flow.etype = record.u32("ethernet frame")?;
             }
-            SAMPLED_IPV4 => sampled_ip(&mut record, 4, &mut flow)?,
-            SAMPLED_IPV6 => sampled_ip(&mut record, 16, &mut flow)?,
+            SAMPLED_IPV4 => sampled_ip(&mut record, 4, flow)?,
+            SAMPLED_IPV6 => sampled_ip(&mut record, 16, flow)?,
             EXTENDED_SWITCH => {
                 let src_vlan = record.u32("extended switch")?;
                 let _src_priority = record.u32("extended switch")?;
@@ -287,7 +297,7 @@ fn flow_sample(
                 flow.src_net_mask = record.u32("extended router")?;
                 flow.dst_net_mask = record.u32("extended router")?;
             }
-            EXTENDED_GATEWAY => gateway_next_hop = extended_gateway(&mut record, &mut flow)?,
+            EXTENDED_GATEWAY => gateway_next_hop = extended_gateway(&mut record, flow)?,
             _ => {}
         }
     }
@@ -304,9 +314,9 @@ fn flow_sample(
     // The router record's next hop (IGP), else the gateway's (BGP); 0.0.0.0 means none.
     let known = |hop: Option<IpAddr>| hop.filter(|ip| !ip.is_unspecified());
     if let Some(next_hop) = known(router_next_hop).or(known(gateway_next_hop)) {
-        flow.next_hop = address_bytes(next_hop);
+        set_address(&mut flow.next_hop, &address_octets(next_hop));
     }
-    Ok(flow)
+    Ok(())
 }
 
 fn mac(bytes: &[u8]) -> u64 {
@@ -346,8 +356,8 @@ fn sampled_ip(record: &mut Xdr<'_>, address_len: usize, flow: &mut FlowMessage) 
             Err(_) => Ipv4Addr::new(b[0], b[1], b[2], b[3]).into(),
         }
     };
-    flow.src_addr = address_bytes(to_ip(src));
-    flow.dst_addr = address_bytes(to_ip(dst));
+    set_address(&mut flow.src_addr, &address_octets(to_ip(src)));
+    set_address(&mut flow.dst_addr, &address_octets(to_ip(dst)));
     flow.src_port = record.u32(WHAT)?;
     flow.dst_port = record.u32(WHAT)?;
     flow.tcp_flags = record.u32(WHAT)?;
@@ -389,6 +399,7 @@ fn extended_gateway(record: &mut Xdr<'_>, flow: &mut FlowMessage) -> Result<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::address_bytes;
     use std::net::SocketAddr;
 
     /// Builds sFlow datagrams for the tests, as an agent would write them.

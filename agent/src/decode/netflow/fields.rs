@@ -4,8 +4,10 @@
 //! numbers (IANA's IPFIX registry took them over from RFC 3954), and exporters
 //! use IANA numbers beyond 127 in v9 too, so one mapping serves both.
 //! A template is compiled once, when it arrives, into [`Step`]s: each names the
-//! [`Field`] a value feeds, chosen only when the exported length suits it, so that
-//! decoding a record is a walk over the steps with no lookups and no allocation.
+//! [`Field`] a value feeds, chosen only when the exported length suits it, and
+//! for plain unsigned values ([`Scalar`]s, most of a flow) their width too, so
+//! that decoding a record is a walk over the steps with one dispatch per value,
+//! no lookups and no allocation.
 //! Values land in a [`Record`], which becomes a `FlowMessage` once every field of
 //! the record is known (fallbacks such as "out counters when in counters are
 //! absent" need the whole record).
@@ -25,49 +27,18 @@ pub(crate) const VARIABLE_LENGTH: u16 = 65535;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
     Skip,
-    Bytes,
-    Packets,
-    PostBytes,
-    PostPackets,
-    TotalBytes,
-    TotalPackets,
-    InitiatorBytes,
-    InitiatorPackets,
-    Proto,
-    Tos,
-    Dscp,
-    TcpFlags,
-    SrcPort,
-    DstPort,
+    /// A plain unsigned value, kept as exported (see [`Scalar`]).
+    Unsigned(Scalar),
     SrcAddr,
     DstAddr,
-    SrcMask,
-    DstMask,
-    InIf,
-    OutIf,
-    InPhysicalIf,
-    OutPhysicalIf,
-    SrcAs,
-    DstAs,
     NextHop,
     BgpNextHop,
-    SrcVlan,
-    DstVlan,
-    Dot1qVlan,
-    PostDot1qVlan,
-    SrcMac,
-    DstMac,
-    PostSrcMac,
-    PostDstMac,
     /// One of the ten MPLS label stack entries (IEs 70–79), by position.
     MplsLabel(u8),
     IcmpTypeCode,
     IcmpType,
     IcmpCode,
-    ForwardingStatus,
     Direction,
-    IpTtl,
-    IpVersion,
     StartUptime,
     EndUptime,
     StartSeconds,
@@ -89,56 +60,102 @@ pub(crate) enum Field {
     DataLinkFrame,
 }
 
+/// The fields whose value is an unsigned integer kept as exported, 0 standing for
+/// "not in the record" (most of a flow). They live in one array of the [`Record`]
+/// indexed by this enum, so that a compiled [`Step`] stores such a value with one
+/// load and one indexed store, whatever the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Scalar {
+    Bytes,
+    Packets,
+    PostBytes,
+    PostPackets,
+    TotalBytes,
+    TotalPackets,
+    InitiatorBytes,
+    InitiatorPackets,
+    Proto,
+    Tos,
+    Dscp,
+    TcpFlags,
+    SrcPort,
+    DstPort,
+    SrcMask,
+    DstMask,
+    InIf,
+    OutIf,
+    InPhysicalIf,
+    OutPhysicalIf,
+    SrcAs,
+    DstAs,
+    SrcVlan,
+    DstVlan,
+    Dot1qVlan,
+    PostDot1qVlan,
+    SrcMac,
+    DstMac,
+    PostSrcMac,
+    PostDstMac,
+    ForwardingStatus,
+    IpTtl,
+    IpVersion,
+}
+
+/// How many [`Scalar`]s there are: the length of the record's array of them.
+const SCALARS: usize = Scalar::IpVersion as usize + 1;
+
 impl Field {
     /// The field an IPFIX information element (or NetFlow v9 field type) of
     /// enterprise 0 feeds, given its exported length; `Skip` when the agent does
     /// not use it or the length does not suit it (never guess at a bad length).
     pub(crate) fn for_element(element: u16, length: u16) -> Field {
         use Field::*;
+        use Scalar::*;
         let (field, shape) = match element {
-            1 => (Bytes, Shape::Unsigned),
-            2 => (Packets, Shape::Unsigned),
-            4 => (Proto, Shape::Unsigned),
-            5 => (Tos, Shape::Unsigned),
-            6 => (TcpFlags, Shape::Unsigned),
-            7 => (SrcPort, Shape::Unsigned),
+            1 => (Unsigned(Bytes), Shape::Unsigned),
+            2 => (Unsigned(Packets), Shape::Unsigned),
+            4 => (Unsigned(Proto), Shape::Unsigned),
+            5 => (Unsigned(Tos), Shape::Unsigned),
+            6 => (Unsigned(TcpFlags), Shape::Unsigned),
+            7 => (Unsigned(SrcPort), Shape::Unsigned),
             8 => (SrcAddr, Shape::Ipv4),
-            9 | 29 => (SrcMask, Shape::Unsigned),
-            10 => (InIf, Shape::Unsigned),
-            11 => (DstPort, Shape::Unsigned),
+            9 | 29 => (Unsigned(SrcMask), Shape::Unsigned),
+            10 => (Unsigned(InIf), Shape::Unsigned),
+            11 => (Unsigned(DstPort), Shape::Unsigned),
             12 => (DstAddr, Shape::Ipv4),
-            13 | 30 => (DstMask, Shape::Unsigned),
-            14 => (OutIf, Shape::Unsigned),
+            13 | 30 => (Unsigned(DstMask), Shape::Unsigned),
+            14 => (Unsigned(OutIf), Shape::Unsigned),
             15 => (NextHop, Shape::Ipv4),
-            16 => (SrcAs, Shape::Unsigned),
-            17 => (DstAs, Shape::Unsigned),
+            16 => (Unsigned(SrcAs), Shape::Unsigned),
+            17 => (Unsigned(DstAs), Shape::Unsigned),
             18 => (BgpNextHop, Shape::Ipv4),
             21 => (EndUptime, Shape::Unsigned),
             22 => (StartUptime, Shape::Unsigned),
-            23 => (PostBytes, Shape::Unsigned),
-            24 => (PostPackets, Shape::Unsigned),
+            23 => (Unsigned(PostBytes), Shape::Unsigned),
+            24 => (Unsigned(PostPackets), Shape::Unsigned),
             27 => (SrcAddr, Shape::Ipv6),
             28 => (DstAddr, Shape::Ipv6),
             32 => (IcmpTypeCode, Shape::Unsigned),
             34 => (SamplingInterval, Shape::Unsigned),
             48 => (SamplerId, Shape::Unsigned),
             50 => (SamplerRandomInterval, Shape::Unsigned),
-            56 => (SrcMac, Shape::Mac),
-            57 => (PostDstMac, Shape::Mac),
-            58 => (SrcVlan, Shape::Unsigned),
-            59 => (DstVlan, Shape::Unsigned),
-            60 => (IpVersion, Shape::Unsigned),
+            56 => (Unsigned(SrcMac), Shape::Mac),
+            57 => (Unsigned(PostDstMac), Shape::Mac),
+            58 => (Unsigned(SrcVlan), Shape::Unsigned),
+            59 => (Unsigned(DstVlan), Shape::Unsigned),
+            60 => (Unsigned(IpVersion), Shape::Unsigned),
             61 => (Direction, Shape::Unsigned),
             62 => (NextHop, Shape::Ipv6),
             63 => (BgpNextHop, Shape::Ipv6),
             70..=79 => (MplsLabel((element - 70) as u8), Shape::MplsEntry),
-            80 => (DstMac, Shape::Mac),
-            81 => (PostSrcMac, Shape::Mac),
-            85 => (TotalBytes, Shape::Unsigned),
-            86 => (TotalPackets, Shape::Unsigned),
-            89 => (ForwardingStatus, Shape::Unsigned),
-            231 => (InitiatorBytes, Shape::Unsigned),
-            298 => (InitiatorPackets, Shape::Unsigned),
+            80 => (Unsigned(DstMac), Shape::Mac),
+            81 => (Unsigned(PostSrcMac), Shape::Mac),
+            85 => (Unsigned(TotalBytes), Shape::Unsigned),
+            86 => (Unsigned(TotalPackets), Shape::Unsigned),
+            89 => (Unsigned(ForwardingStatus), Shape::Unsigned),
+            231 => (Unsigned(InitiatorBytes), Shape::Unsigned),
+            298 => (Unsigned(InitiatorPackets), Shape::Unsigned),
             139 => (IcmpTypeCode, Shape::Unsigned),
             150 => (StartSeconds, Shape::Unsigned),
             151 => (EndSeconds, Shape::Unsigned),
@@ -151,12 +168,12 @@ impl Field {
             160 => (SystemInitMillis, Shape::Unsigned),
             176 | 178 => (IcmpType, Shape::Unsigned),
             177 | 179 => (IcmpCode, Shape::Unsigned),
-            192 => (IpTtl, Shape::Unsigned),
-            195 => (Dscp, Shape::Unsigned),
-            243 => (Dot1qVlan, Shape::Unsigned),
-            252 => (InPhysicalIf, Shape::Unsigned),
-            253 => (OutPhysicalIf, Shape::Unsigned),
-            254 => (PostDot1qVlan, Shape::Unsigned),
+            192 => (Unsigned(IpTtl), Shape::Unsigned),
+            195 => (Unsigned(Dscp), Shape::Unsigned),
+            243 => (Unsigned(Dot1qVlan), Shape::Unsigned),
+            252 => (Unsigned(InPhysicalIf), Shape::Unsigned),
+            253 => (Unsigned(OutPhysicalIf), Shape::Unsigned),
+            254 => (Unsigned(PostDot1qVlan), Shape::Unsigned),
             302 => (SamplerId, Shape::Unsigned),
             305 => (SamplingPacketInterval, Shape::Unsigned),
             306 => (SamplingPacketSpace, Shape::Unsigned),
@@ -224,12 +241,50 @@ impl Shape {
     }
 }
 
-/// One step of a compiled template: a field and its length ([`VARIABLE_LENGTH`]
-/// when the record carries the length before the value).
+/// One step of a compiled template: what to do with the next value of a record.
+/// The width of a plain unsigned value is part of the step, so that the usual
+/// 1-, 2-, 4- and 8-byte values are stored with a single dispatch per value
+/// (not one on the field, then another on its length). `repr(u8)` gives the
+/// step a tag byte of its own: the walk's dispatch is then one load and a jump
+/// table, rather than decoding a tag folded into the field's (niche layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Step {
-    pub field: Field,
-    pub length: u16,
+#[repr(u8)]
+pub(crate) enum Step {
+    /// Bytes the agent does not use, of a fixed length or [`VARIABLE_LENGTH`].
+    Skip(u16),
+    U8(Scalar),
+    U16(Scalar),
+    U32(Scalar),
+    U64(Scalar),
+    /// Any other field and its length ([`VARIABLE_LENGTH`] when the record
+    /// carries the length before the value), stored by [`Record::set`].
+    Value(Field, u16),
+}
+
+impl Step {
+    /// The step for a field of this exported length (one `Field::for_element` accepted).
+    pub(crate) fn new(field: Field, length: u16) -> Step {
+        match (field, length) {
+            (Field::Skip, _) => Step::Skip(length),
+            (Field::Unsigned(scalar), 1) => Step::U8(scalar),
+            (Field::Unsigned(scalar), 2) => Step::U16(scalar),
+            (Field::Unsigned(scalar), 4) => Step::U32(scalar),
+            (Field::Unsigned(scalar), 8) => Step::U64(scalar),
+            _ => Step::Value(field, length),
+        }
+    }
+
+    /// The length of the value this step takes ([`VARIABLE_LENGTH`]: carried by the record).
+    #[cfg(test)]
+    pub(crate) fn length(self) -> u16 {
+        match self {
+            Step::U8(_) => 1,
+            Step::U16(_) => 2,
+            Step::U32(_) => 4,
+            Step::U64(_) => 8,
+            Step::Skip(length) | Step::Value(_, length) => length,
+        }
+    }
 }
 
 /// A moment a record states, in one of the forms exporters use.
@@ -262,48 +317,16 @@ pub(crate) struct ExportContext {
 /// The values of one data record, borrowed from the datagram where they are bytes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Record<'a> {
-    bytes: u64,
-    packets: u64,
-    post_bytes: u64,
-    post_packets: u64,
-    total_bytes: u64,
-    total_packets: u64,
-    initiator_bytes: u64,
-    initiator_packets: u64,
-    proto: u32,
-    tos: u32,
-    dscp: u32,
-    tcp_flags: u32,
-    src_port: u32,
-    dst_port: u32,
+    scalars: Scalars,
     src_addr: Option<Address>,
     dst_addr: Option<Address>,
-    src_mask: u32,
-    dst_mask: u32,
-    in_if: u32,
-    out_if: u32,
-    in_physical_if: u32,
-    out_physical_if: u32,
-    src_as: u32,
-    dst_as: u32,
     next_hop: Option<Address>,
     bgp_next_hop: Option<Address>,
-    src_vlan: u32,
-    dst_vlan: u32,
-    dot1q_vlan: u32,
-    post_dot1q_vlan: u32,
-    src_mac: u64,
-    dst_mac: u64,
-    post_src_mac: u64,
-    post_dst_mac: u64,
     mpls_labels: [u32; 10],
     icmp_type_code: Option<u32>,
     icmp_type: Option<u32>,
     icmp_code: Option<u32>,
-    forwarding_status: u32,
     direction: Option<u32>,
-    ip_ttl: u32,
-    ip_version: u32,
     start: Option<Moment>,
     end: Option<Moment>,
     start_seconds: Option<u64>,
@@ -317,6 +340,32 @@ pub(crate) struct Record<'a> {
     sampling_size: Option<u64>,
     sampling_population: Option<u64>,
     frame: Option<&'a [u8]>,
+}
+
+/// The [`Scalar`] values of a record, indexed by field.
+#[derive(Debug, Clone)]
+struct Scalars([u64; SCALARS]);
+
+impl Default for Scalars {
+    fn default() -> Self {
+        Scalars([0; SCALARS])
+    }
+}
+
+impl std::ops::Index<Scalar> for Scalars {
+    type Output = u64;
+
+    #[inline]
+    fn index(&self, scalar: Scalar) -> &u64 {
+        &self.0[scalar as usize]
+    }
+}
+
+impl std::ops::IndexMut<Scalar> for Scalars {
+    #[inline]
+    fn index_mut(&mut self, scalar: Scalar) -> &mut u64 {
+        &mut self.0[scalar as usize]
+    }
 }
 
 /// An address as the schema carries it, with its family for the ether type.
@@ -438,6 +487,12 @@ impl<'a> Record<'a> {
         self.bgp_next_hop = None;
     }
 
+    /// Stores the value of a [`Step::U8`], [`Step::U16`], [`Step::U32`] or [`Step::U64`].
+    #[inline]
+    pub(crate) fn set_scalar(&mut self, scalar: Scalar, value: u64) {
+        self.scalars[scalar] = value;
+    }
+
     /// Stores one value; `value` has the length the compiled step accepted.
     /// Every field but the addresses is overwritten unconditionally (see
     /// [`Record::next_of_same_template`]).
@@ -448,40 +503,11 @@ impl<'a> Record<'a> {
         let narrow = || read_unsigned(value) as u32;
         match field {
             Skip => {}
-            Bytes => self.bytes = unsigned(),
-            Packets => self.packets = unsigned(),
-            PostBytes => self.post_bytes = unsigned(),
-            PostPackets => self.post_packets = unsigned(),
-            TotalBytes => self.total_bytes = unsigned(),
-            TotalPackets => self.total_packets = unsigned(),
-            InitiatorBytes => self.initiator_bytes = unsigned(),
-            InitiatorPackets => self.initiator_packets = unsigned(),
-            Proto => self.proto = narrow(),
-            Tos => self.tos = narrow(),
-            Dscp => self.dscp = narrow(),
-            TcpFlags => self.tcp_flags = narrow(),
-            SrcPort => self.src_port = narrow(),
-            DstPort => self.dst_port = narrow(),
+            Unsigned(scalar) => self.scalars[scalar] = unsigned(),
             SrcAddr => Address::keep_specified(&mut self.src_addr, value),
             DstAddr => Address::keep_specified(&mut self.dst_addr, value),
-            SrcMask => self.src_mask = narrow(),
-            DstMask => self.dst_mask = narrow(),
-            InIf => self.in_if = narrow(),
-            OutIf => self.out_if = narrow(),
-            InPhysicalIf => self.in_physical_if = narrow(),
-            OutPhysicalIf => self.out_physical_if = narrow(),
-            SrcAs => self.src_as = narrow(),
-            DstAs => self.dst_as = narrow(),
             NextHop => Address::keep_specified(&mut self.next_hop, value),
             BgpNextHop => Address::keep_specified(&mut self.bgp_next_hop, value),
-            SrcVlan => self.src_vlan = narrow(),
-            DstVlan => self.dst_vlan = narrow(),
-            Dot1qVlan => self.dot1q_vlan = narrow(),
-            PostDot1qVlan => self.post_dot1q_vlan = narrow(),
-            SrcMac => self.src_mac = unsigned(),
-            DstMac => self.dst_mac = unsigned(),
-            PostSrcMac => self.post_src_mac = unsigned(),
-            PostDstMac => self.post_dst_mac = unsigned(),
             MplsLabel(position) => {
                 if let Some(slot) = self.mpls_labels.get_mut(usize::from(position)) {
                     *slot = narrow() >> 4;
@@ -490,10 +516,7 @@ impl<'a> Record<'a> {
             IcmpTypeCode => self.icmp_type_code = Some(narrow()),
             IcmpType => self.icmp_type = Some(narrow()),
             IcmpCode => self.icmp_code = Some(narrow()),
-            ForwardingStatus => self.forwarding_status = narrow(),
             Direction => self.direction = Some(narrow()),
-            IpTtl => self.ip_ttl = narrow(),
-            IpVersion => self.ip_version = narrow(),
             StartUptime => self.start = Some(Moment::Uptime(unsigned())),
             EndUptime => self.end = Some(Moment::Uptime(unsigned())),
             StartSeconds => self.start_seconds = Some(unsigned()),
@@ -567,6 +590,10 @@ impl<'a> Record<'a> {
         sampling_rate: u64,
         time_from_flow: bool,
     ) {
+        use Scalar::*;
+        let wide = |scalar: Scalar| self.scalars[scalar];
+        // The schema's 32-bit fields keep the low bits of wider exported values.
+        let narrow = |scalar: Scalar| self.scalars[scalar] as u32;
         if let Some(frame) = self.frame {
             parse_ethernet(frame).fill(flow);
         }
@@ -599,30 +626,30 @@ impl<'a> Record<'a> {
 
         set_nonzero(
             &mut flow.in_if,
-            first_nonzero([self.in_if, self.in_physical_if]),
+            first_nonzero([narrow(InIf), narrow(InPhysicalIf)]),
         );
         set_nonzero(
             &mut flow.out_if,
-            first_nonzero([self.out_if, self.out_physical_if]),
+            first_nonzero([narrow(OutIf), narrow(OutPhysicalIf)]),
         );
         // Delta counters, else post (egress) ones, else totals, else the
         // initiator's (Cisco ASA's NSEL counts only per direction of a connection).
         set_nonzero(
             &mut flow.bytes,
             first_nonzero([
-                self.bytes,
-                self.post_bytes,
-                self.total_bytes,
-                self.initiator_bytes,
+                wide(Bytes),
+                wide(PostBytes),
+                wide(TotalBytes),
+                wide(InitiatorBytes),
             ]),
         );
         set_nonzero(
             &mut flow.packets,
             first_nonzero([
-                self.packets,
-                self.post_packets,
-                self.total_packets,
-                self.initiator_packets,
+                wide(Packets),
+                wide(PostPackets),
+                wide(TotalPackets),
+                wide(InitiatorPackets),
             ]),
         );
         if let Some(address) = self.src_addr {
@@ -645,22 +672,25 @@ impl<'a> Record<'a> {
         if let Some(address) = next_hop {
             set_address(&mut flow.next_hop, &address.octets);
         }
-        match self.ip_version {
+        match narrow(IpVersion) {
             4 => flow.etype = ETHERTYPE_IPV4,
             6 => flow.etype = ETHERTYPE_IPV6,
             _ => {}
         }
-        set_nonzero(&mut flow.src_net_mask, self.src_mask);
-        set_nonzero(&mut flow.dst_net_mask, self.dst_mask);
-        set_nonzero(&mut flow.src_as, self.src_as);
-        set_nonzero(&mut flow.dst_as, self.dst_as);
-        set_nonzero(&mut flow.proto, self.proto);
+        set_nonzero(&mut flow.src_net_mask, narrow(SrcMask));
+        set_nonzero(&mut flow.dst_net_mask, narrow(DstMask));
+        set_nonzero(&mut flow.src_as, narrow(SrcAs));
+        set_nonzero(&mut flow.dst_as, narrow(DstAs));
+        set_nonzero(&mut flow.proto, narrow(Proto));
         // The TOS byte, else the DSCP (its top 6 bits) where only that is exported.
-        set_nonzero(&mut flow.ip_tos, first_nonzero([self.tos, self.dscp << 2]));
-        set_nonzero(&mut flow.ip_ttl, self.ip_ttl);
-        set_nonzero(&mut flow.src_port, self.src_port);
-        set_nonzero(&mut flow.dst_port, self.dst_port);
-        set_nonzero(&mut flow.tcp_flags, self.tcp_flags);
+        set_nonzero(
+            &mut flow.ip_tos,
+            first_nonzero([narrow(Tos), narrow(Dscp) << 2]),
+        );
+        set_nonzero(&mut flow.ip_ttl, narrow(IpTtl));
+        set_nonzero(&mut flow.src_port, narrow(SrcPort));
+        set_nonzero(&mut flow.dst_port, narrow(DstPort));
+        set_nonzero(&mut flow.tcp_flags, narrow(TcpFlags));
         if let Some(type_code) = self.icmp_type_code {
             flow.icmp_type = type_code >> 8;
             flow.icmp_code = type_code & 0xff;
@@ -681,26 +711,26 @@ impl<'a> Record<'a> {
         }
         set_nonzero(
             &mut flow.src_vlan,
-            first_nonzero([self.src_vlan, self.dot1q_vlan]),
+            first_nonzero([narrow(SrcVlan), narrow(Dot1qVlan)]),
         );
         set_nonzero(
             &mut flow.dst_vlan,
-            first_nonzero([self.dst_vlan, self.post_dot1q_vlan]),
+            first_nonzero([narrow(DstVlan), narrow(PostDot1qVlan)]),
         );
         set_nonzero(
             &mut flow.src_mac,
-            first_nonzero([self.src_mac, self.post_src_mac]),
+            first_nonzero([wide(SrcMac), wide(PostSrcMac)]),
         );
         set_nonzero(
             &mut flow.dst_mac,
-            first_nonzero([self.dst_mac, self.post_dst_mac]),
+            first_nonzero([wide(DstMac), wide(PostDstMac)]),
         );
         if self.mpls_labels.iter().any(|&label| label != 0) {
             flow.mpls_labels.clear();
             flow.mpls_labels
                 .extend(self.mpls_labels.iter().copied().filter(|&label| label != 0));
         }
-        set_nonzero(&mut flow.forwarding_status, self.forwarding_status);
+        set_nonzero(&mut flow.forwarding_status, narrow(ForwardingStatus));
         if let Some(direction) = self.direction {
             flow.set_flow_direction(match direction {
                 0 => FlowDirection::Ingress,
@@ -838,18 +868,18 @@ mod tests {
     #[test]
     fn fallbacks_apply_only_when_the_main_field_is_absent() {
         let mut record = Record::default();
-        record.set(Field::TotalBytes, &[0, 9]);
-        record.set(Field::PostBytes, &[0, 5]);
-        record.set(Field::InPhysicalIf, &[0, 3]);
-        record.set(Field::OutIf, &[0, 4]);
-        record.set(Field::OutPhysicalIf, &[0, 8]);
+        record.set(Field::Unsigned(Scalar::TotalBytes), &[0, 9]);
+        record.set(Field::Unsigned(Scalar::PostBytes), &[0, 5]);
+        record.set(Field::Unsigned(Scalar::InPhysicalIf), &[0, 3]);
+        record.set(Field::Unsigned(Scalar::OutIf), &[0, 4]);
+        record.set(Field::Unsigned(Scalar::OutPhysicalIf), &[0, 8]);
         record.set(Field::BgpNextHop, &[10, 0, 0, 1]);
-        record.set(Field::Dot1qVlan, &[0, 12]);
+        record.set(Field::Unsigned(Scalar::Dot1qVlan), &[0, 12]);
         record.set(Field::MplsLabel(1), &[0x01, 0x23, 0x41]);
         record.set(Field::MplsLabel(0), &[0x00, 0x01, 0x00]);
         record.set(Field::IcmpTypeCode, &[3, 1]);
         record.set(Field::Direction, &[1]);
-        record.set(Field::Dscp, &[46]);
+        record.set(Field::Unsigned(Scalar::Dscp), &[46]);
         let flow = flow_of(record, false);
         assert_eq!(flow.bytes, 5);
         assert_eq!((flow.in_if, flow.out_if), (3, 4));
@@ -868,14 +898,14 @@ mod tests {
     #[test]
     fn icmp_type_and_code_come_from_the_destination_port_without_icmp_fields() {
         let mut record = Record::default();
-        record.set(Field::Proto, &[58]);
-        record.set(Field::DstPort, &[129, 0]);
+        record.set(Field::Unsigned(Scalar::Proto), &[58]);
+        record.set(Field::Unsigned(Scalar::DstPort), &[129, 0]);
         let flow = flow_of(record, false);
         assert_eq!((flow.icmp_type, flow.icmp_code), (129, 0));
 
         let mut record = Record::default();
-        record.set(Field::Proto, &[1]);
-        record.set(Field::DstPort, &[8, 0]);
+        record.set(Field::Unsigned(Scalar::Proto), &[1]);
+        record.set(Field::Unsigned(Scalar::DstPort), &[8, 0]);
         record.set(Field::IcmpType, &[3]);
         record.set(Field::IcmpCode, &[13]);
         let flow = flow_of(record, false);

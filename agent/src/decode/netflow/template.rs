@@ -78,7 +78,8 @@ impl Template {
         if fields.len() > MAX_TEMPLATE_FIELDS {
             return Err(NetflowError::BadTemplate("too many fields"));
         }
-        let mut steps: Vec<Step> = Vec::with_capacity(fields.len());
+        // (field, length) pairs first: runs of skipped fields merge before the steps are chosen.
+        let mut values: Vec<(Field, u16)> = Vec::with_capacity(fields.len());
         let mut min_record_length = 0usize;
         for spec in fields.iter().copied() {
             let field = match Field::for_element(spec.element, spec.length) {
@@ -88,7 +89,7 @@ impl Template {
                 field
                     if !spec.standard
                         || (!field.repeatable()
-                            && steps.iter().any(|step| step.field == field)) =>
+                            && values.iter().any(|&(used, _)| used == field)) =>
                 {
                     Field::Skip
                 }
@@ -102,21 +103,17 @@ impl Template {
             if spec.length == 0 {
                 continue;
             }
-            match steps.last_mut() {
-                Some(last)
+            match values.last_mut() {
+                Some((Field::Skip, length))
                     if field == Field::Skip
-                        && last.field == Field::Skip
-                        && last.length != VARIABLE_LENGTH
+                        && *length != VARIABLE_LENGTH
                         && spec.length != VARIABLE_LENGTH
-                        && u32::from(last.length) + u32::from(spec.length)
+                        && u32::from(*length) + u32::from(spec.length)
                             < u32::from(VARIABLE_LENGTH) =>
                 {
-                    last.length += spec.length;
+                    *length += spec.length;
                 }
-                _ => steps.push(Step {
-                    field,
-                    length: spec.length,
-                }),
+                _ => values.push((field, spec.length)),
             }
         }
         if min_record_length == 0 {
@@ -124,8 +121,11 @@ impl Template {
         }
         Ok(Template {
             kind,
-            states_sampling: steps.iter().any(|step| step.field.states_sampling()),
-            steps: steps.into_boxed_slice(),
+            states_sampling: values.iter().any(|(field, _)| field.states_sampling()),
+            steps: values
+                .into_iter()
+                .map(|(field, length)| Step::new(field, length))
+                .collect(),
             min_record_length,
         })
     }
@@ -139,18 +139,48 @@ impl Template {
         record.next_of_same_template();
         let mut rest = data;
         for step in self.steps.iter() {
-            let length = if step.length == VARIABLE_LENGTH {
-                let (length, after) = read_variable_length(rest)?;
-                rest = after;
-                length
-            } else {
-                usize::from(step.length)
-            };
-            let (value, after) = rest.split_at_checked(length)?;
-            record.set(step.field, value);
-            rest = after;
+            match *step {
+                Step::U8(scalar) => {
+                    let (value, after) = rest.split_first()?;
+                    record.set_scalar(scalar, u64::from(*value));
+                    rest = after;
+                }
+                Step::U16(scalar) => {
+                    let (value, after) = rest.split_first_chunk()?;
+                    record.set_scalar(scalar, u64::from(u16::from_be_bytes(*value)));
+                    rest = after;
+                }
+                Step::U32(scalar) => {
+                    let (value, after) = rest.split_first_chunk()?;
+                    record.set_scalar(scalar, u64::from(u32::from_be_bytes(*value)));
+                    rest = after;
+                }
+                Step::U64(scalar) => {
+                    let (value, after) = rest.split_first_chunk()?;
+                    record.set_scalar(scalar, u64::from_be_bytes(*value));
+                    rest = after;
+                }
+                Step::Skip(length) => rest = take_value(rest, length)?.1,
+                Step::Value(field, length) => {
+                    let (value, after) = take_value(rest, length)?;
+                    record.set(field, value);
+                    rest = after;
+                }
+            }
         }
         Some(data.len() - rest.len())
+    }
+}
+
+/// Splits a value of a step's `length` off the start of `data`: that many
+/// bytes, or for [`VARIABLE_LENGTH`] as many as the record says first.
+#[inline]
+fn take_value(data: &[u8], length: u16) -> Option<(&[u8], &[u8])> {
+    if length == VARIABLE_LENGTH {
+        let (length, rest) = read_variable_length(data)?;
+        rest.split_at_checked(length)
+    } else {
+        data.split_at_checked(usize::from(length))
     }
 }
 
@@ -299,6 +329,7 @@ fn forget_one(per_exporter: &mut HashMap<IpAddr, usize>, exporter: IpAddr) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::Scalar;
     use super::*;
     use std::net::Ipv4Addr;
 
@@ -331,18 +362,9 @@ mod tests {
         assert_eq!(
             &*template.steps,
             &[
-                Step {
-                    field: Field::SrcAddr,
-                    length: 4
-                },
-                Step {
-                    field: Field::Skip,
-                    length: 5
-                },
-                Step {
-                    field: Field::Bytes,
-                    length: 4
-                },
+                Step::Value(Field::SrcAddr, 4),
+                Step::Skip(5),
+                Step::U32(Scalar::Bytes),
             ]
         );
         assert_eq!(template.min_record_length, 13);

@@ -97,7 +97,6 @@ pub(super) fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::netflow::fields::Step;
 
     #[test]
     fn layout_is_48_bytes_of_known_fields() {
@@ -106,10 +105,10 @@ mod tests {
         let lengths: usize = template
             .steps
             .iter()
-            .map(|step| usize::from(step.length))
+            .map(|step| usize::from(step.length()))
             .sum();
         assert_eq!(lengths, RECORD_LENGTH);
         assert!(!template.steps.is_empty());
-        assert!(template.steps.iter().all(|Step { length, .. }| *length > 0));
+        assert!(template.steps.iter().all(|step| step.length() > 0));
     }
 }
