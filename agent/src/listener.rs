@@ -10,6 +10,15 @@
 //! producer once per call: under load one system call and one wake-up of the
 //! producer serve a whole batch, and an idle socket still answers at once
 //! (MSG_WAITFORONE: the call returns as soon as one datagram is there).
+//!
+//! Between those two, at a steady few hundred thousand datagrams a second, each
+//! call would find one or two datagrams and the thread would sleep and wake for
+//! every one: a wake-up costs more than decoding a datagram. So after a call
+//! that found some datagrams but fewer than a batch, the worker pauses
+//! [`COALESCE`] before the next, and the socket buffer gathers a batch
+//! meanwhile, as network cards coalesce interrupts. Flows wait that much longer
+//! (a fraction of a millisecond, against the producer's linger of hundreds); an
+//! idle socket is unaffected (nothing received, no pause).
 
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -38,6 +47,9 @@ const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams read by one `recvmmsg` call. The buffers cost BATCH × 64 KiB of
 /// address space, but only the pages datagrams touch become resident.
 const BATCH: usize = 32;
+/// The pause after a partial batch (see the module documentation): at 100 000
+/// datagrams a second it gathers 20; the socket buffer holds far more.
+const COALESCE: Duration = Duration::from_micros(200);
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +198,9 @@ impl Worker {
             counts.flush(&self.pipeline.metrics);
             if !pending.is_empty() {
                 self.pipeline.intake.submit(std::mem::take(&mut pending));
+            }
+            if (1..BATCH).contains(&received.len()) {
+                std::thread::sleep(COALESCE);
             }
             if last_expiry.elapsed() >= EXPIRE_EVERY {
                 self.decoder.expire(unix_seconds());
