@@ -6,7 +6,7 @@
 //! amount of memory; entries not refreshed for longer than the expiry go away.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use super::NetflowError;
@@ -196,7 +196,7 @@ fn read_variable_length(data: &[u8]) -> Option<(usize, &[u8])> {
 }
 
 /// Identifies a template: templates are scoped by exporter and observation domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TemplateKey {
     pub exporter: IpAddr,
     pub domain: u32,
@@ -206,7 +206,7 @@ pub(crate) struct TemplateKey {
 /// Identifies a sampling rate: per sampler of an exporter's observation domain,
 /// `None` standing for "the latest rate announced in the domain", the fallback
 /// for records that name no sampler (or one never announced).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SamplerKey {
     pub exporter: IpAddr,
     pub domain: u32,
@@ -214,10 +214,46 @@ pub(crate) struct SamplerKey {
 }
 
 /// Identifies what an exporter states once per observation domain (boot time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DomainKey {
     pub exporter: IpAddr,
     pub domain: u32,
+}
+
+// The keys are hashed (SipHash: exporters choose them) once or more per data
+// set; derived `Hash` feeds the address's variant, length and bytes, and each
+// field, as separate writes. These write the same information in two words.
+// Equal keys still hash alike (an IPv4 address and its IPv6 mapping collide,
+// which only costs a comparison).
+
+/// The address as one 128-bit word, IPv4 mapped into IPv6.
+fn address_word(address: IpAddr) -> u128 {
+    match address {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits(),
+    }
+}
+
+impl Hash for TemplateKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(address_word(self.exporter));
+        state.write_u64((u64::from(self.domain) << 16) | u64::from(self.id));
+    }
+}
+
+impl Hash for SamplerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(address_word(self.exporter));
+        state.write_u64(u64::from(self.domain) | (u64::from(self.sampler.is_some()) << 32));
+        state.write_u64(self.sampler.unwrap_or_default());
+    }
+}
+
+impl Hash for DomainKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(address_word(self.exporter));
+        state.write_u32(self.domain);
+    }
 }
 
 /// A key that belongs to one exporter, for the per-exporter bound.
