@@ -406,12 +406,14 @@ impl Address {
 
     /// 0.0.0.0 or ::, as exporters fill fields they have no value for.
     fn is_unspecified(&self) -> bool {
-        let unspecified: &[u8] = if self.ipv4 {
-            &self.octets[12..]
+        // One comparison of a word, not a loop over bytes (every address set
+        // and every next hop asks).
+        let bits = u128::from_be_bytes(self.octets);
+        if self.ipv4 {
+            bits as u32 == 0
         } else {
-            &self.octets
-        };
-        unspecified.iter().all(|&byte| byte == 0)
+            bits == 0
+        }
     }
 }
 
