@@ -381,6 +381,28 @@ connectivity = "transit"
 "#;
 
     #[test]
+    fn each_run_of_flows_gets_its_own_exporter() {
+        let enricher = Enricher::new(&config(EXPORTER)).unwrap_or_else(|e| panic!("{e}"));
+        let known: IpAddr = [192, 0, 2, 1].into();
+        let unknown: IpAddr = [198, 51, 100, 7].into();
+        let mut flows = vec![
+            flow_from(known, 10, 20),
+            flow_from(known, 30, 20),
+            flow_from(unknown, 10, 20),
+            flow_from(known, 20, 10),
+        ];
+        enricher.enrich(&mut flows);
+        let names: Vec<&str> = flows.iter().map(|f| f.exporter_name.as_str()).collect();
+        assert_eq!(names, ["edge1", "edge1", "", "edge1"]);
+        let inputs: Vec<&str> = flows.iter().map(|f| f.in_if_name.as_str()).collect();
+        assert_eq!(inputs, ["xe-0/0/0", "xe-0/0/2", "", "xe-0/0/1"]);
+        assert_eq!(
+            flows[2].sampling_rate,
+            flow_from(unknown, 10, 20).sampling_rate
+        );
+    }
+
+    #[test]
     fn configured_exporter_and_classified_interfaces() {
         let enricher = Enricher::new(&config(EXPORTER)).unwrap_or_else(|e| panic!("{e}"));
         let exporter: IpAddr = [192, 0, 2, 1].into();

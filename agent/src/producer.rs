@@ -135,40 +135,38 @@ impl Intake {
     /// one [`EncodedFlows`]. A flow larger than a Kafka record may be is
     /// dropped and counted.
     pub fn encode(&self, flows: &[FlowMessage], pending: &mut Vec<EncodedFlows>) {
-        let mut exporter: Option<(&[u8], u64)> = None;
-        for flow in flows {
-            // A datagram's flows share their exporter: hash it once per run.
-            let hash = match exporter {
-                Some((address, hash)) if address == flow.exporter_address.as_slice() => hash,
-                _ => {
-                    let hash = exporter_hash(&flow.exporter_address);
-                    exporter = Some((&flow.exporter_address, hash));
-                    hash
-                }
-            };
-            let chunk = match pending.last_mut() {
-                Some(chunk) if chunk.exporter == hash => chunk,
-                _ => {
-                    pending.push(EncodedFlows {
-                        exporter: hash,
-                        flows: 0,
-                        bytes: Vec::with_capacity(CHUNK_CAPACITY),
-                    });
-                    let Some(chunk) = pending.last_mut() else {
-                        continue;
-                    };
-                    chunk
-                }
-            };
-            let start = chunk.bytes.len();
-            if flow.encode_delimited(&mut chunk.bytes) > self.max_message_bytes {
-                chunk.bytes.truncate(start);
-                self.metrics.flows_dropped(DropReason::TooLarge, 1);
+        // A datagram's flows share their exporter: hash it once per run of them.
+        for run in flows.chunk_by(|a, b| a.exporter_address == b.exporter_address) {
+            let Some(first) = run.first() else {
                 continue;
+            };
+            let exporter = exporter_hash(&first.exporter_address);
+            if pending
+                .last()
+                .is_none_or(|chunk| chunk.exporter != exporter)
+            {
+                pending.push(EncodedFlows {
+                    exporter,
+                    flows: 0,
+                    bytes: Vec::with_capacity(CHUNK_CAPACITY),
+                });
             }
-            chunk.flows += 1;
+            let Some(chunk) = pending.last_mut() else {
+                continue;
+            };
+            for flow in run {
+                let start = chunk.bytes.len();
+                if flow.encode_delimited(&mut chunk.bytes) > self.max_message_bytes {
+                    chunk.bytes.truncate(start);
+                    self.metrics.flows_dropped(DropReason::TooLarge, 1);
+                    continue;
+                }
+                chunk.flows += 1;
+            }
+            if chunk.flows == 0 {
+                pending.pop();
+            }
         }
-        pending.retain(|chunk| chunk.flows > 0);
     }
 
     /// Hands encoded flows to the producer, keeping the first ones that fit

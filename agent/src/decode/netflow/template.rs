@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use super::NetflowError;
 use super::fields::{Field, Record, Step, VARIABLE_LENGTH};
+use crate::decode::address_octets;
 
 /// How much the decoder keeps of what exporters announce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,18 +221,14 @@ pub(crate) struct DomainKey {
     pub domain: u32,
 }
 
-// The keys are hashed (SipHash: exporters choose them) once or more per data
-// set; derived `Hash` feeds the address's variant, length and bytes, and each
-// field, as separate writes. These write the same information in two words.
-// Equal keys still hash alike (an IPv4 address and its IPv6 mapping collide,
-// which only costs a comparison).
-
-/// The address as one 128-bit word, IPv4 mapped into IPv6.
+/// The address as one 128-bit word, IPv4 mapped into IPv6, for the keys' `Hash`:
+/// they are hashed (SipHash: exporters choose them) once or more per data set,
+/// and derived `Hash` feeds the address's variant, length and bytes, and each
+/// field, as separate writes; these write the same in two or three words. Equal
+/// keys still hash alike (an IPv4 address and its IPv6 mapping collide, which
+/// only costs a comparison).
 fn address_word(address: IpAddr) -> u128 {
-    match address {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
-        IpAddr::V6(v6) => v6.to_bits(),
-    }
+    u128::from_be_bytes(address_octets(address))
 }
 
 impl Hash for TemplateKey {
