@@ -16,7 +16,7 @@ use flow_proto::FlowMessage;
 use flow_proto::v1::FlowDirection;
 
 use crate::decode::packet::parse_ethernet;
-use crate::decode::{Flows, set_address};
+use crate::decode::{Flows, address_octets, set_address};
 
 /// The length a template gives a field: the IPFIX variable-length marker is kept apart.
 pub(crate) const VARIABLE_LENGTH: u16 = 65535;
@@ -379,11 +379,10 @@ impl Address {
     /// Builds from 4 or 16 bytes (the compiled template guarantees one of them).
     fn from_slice(value: &[u8]) -> Option<Address> {
         if let Ok(v4) = <[u8; 4]>::try_from(value) {
-            let mut octets = [0u8; 16];
-            octets[10] = 0xff;
-            octets[11] = 0xff;
-            octets[12..].copy_from_slice(&v4);
-            Some(Address { octets, ipv4: true })
+            Some(Address {
+                octets: address_octets(std::net::Ipv4Addr::from(v4).into()),
+                ipv4: true,
+            })
         } else {
             let octets = <[u8; 16]>::try_from(value).ok()?;
             Some(Address {
