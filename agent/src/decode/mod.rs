@@ -144,13 +144,21 @@ impl Flows {
     #[inline]
     pub fn push(&mut self) -> &mut flow_proto::FlowMessage {
         if self.len == self.messages.len() {
-            self.messages.push(flow_proto::FlowMessage::default());
+            self.grow();
         } else {
             // prost's clear keeps the allocations of bytes, strings and repeated fields.
             prost::Message::clear(&mut self.messages[self.len]);
         }
         self.len += 1;
         &mut self.messages[self.len - 1]
+    }
+
+    /// Adds a message: kept out of line, so that the usual path of `push`
+    /// (reusing one) stays small enough to be inlined.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        self.messages.push(flow_proto::FlowMessage::default());
     }
 
     /// Drops the last flow (one whose decoding failed half-way).

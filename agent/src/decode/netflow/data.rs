@@ -163,10 +163,10 @@ pub(super) fn decode_data_set(
                 let rate = match stated {
                     Some(rate) => rate,
                     None => match last_lookup {
-                        Some((sampler, rate)) if sampler == record.sampler_id => rate,
+                        Some((sampler, rate)) if sampler == record.sampler_id() => rate,
                         _ => {
-                            let rate = announced_rate(samplers, domain, record.sampler_id, now);
-                            last_lookup = Some((record.sampler_id, rate));
+                            let rate = announced_rate(samplers, domain, record.sampler_id(), now);
+                            last_lookup = Some((record.sampler_id(), rate));
                             rate
                         }
                     }
@@ -190,7 +190,7 @@ fn remember_options(
     boot_times: &mut BoundedCache<DomainKey, u64>,
 ) -> Result<(), NetflowError> {
     if let Some(rate) = record.sampling_rate() {
-        for sampler in [Some(record.sampler_id.unwrap_or(0)), None] {
+        for sampler in [Some(record.sampler_id().unwrap_or(0)), None] {
             let key = SamplerKey {
                 exporter: domain.exporter,
                 domain: domain.domain,
@@ -199,7 +199,7 @@ fn remember_options(
             samplers.insert(key, rate, now)?;
         }
     }
-    if let Some(boot) = record.system_init_millis {
+    if let Some(boot) = record.system_init_millis() {
         boot_times.insert(domain, boot, now)?;
     }
     Ok(())

@@ -3,11 +3,10 @@
 //! NetFlow v9 field types 1–127 are the IPFIX information elements of the same
 //! numbers (IANA's IPFIX registry took them over from RFC 3954), and exporters
 //! use IANA numbers beyond 127 in v9 too, so one mapping serves both.
-//! A template is compiled once, when it arrives, into [`Step`]s: each names the
-//! [`Field`] a value feeds, chosen only when the exported length suits it, and
-//! for plain unsigned values ([`Scalar`]s, most of a flow) their width too, so
-//! that decoding a record is a walk over the steps with one dispatch per value,
-//! no lookups and no allocation.
+//! A template is compiled once, when it arrives (see `template`): each value
+//! gets the [`Field`] it feeds, chosen only when the exported length suits it;
+//! plain unsigned values ([`Scalar`]s, most of a flow) are stored without any
+//! dispatch on the field, the others through [`Record::set`].
 //! Values land in a [`Record`], which becomes a `FlowMessage` once every field of
 //! the record is known (fallbacks such as "out counters when in counters are
 //! absent" need the whole record).
@@ -35,24 +34,8 @@ pub(crate) enum Field {
     BgpNextHop,
     /// One of the ten MPLS label stack entries (IEs 70–79), by position.
     MplsLabel(u8),
-    IcmpTypeCode,
-    IcmpType,
-    IcmpCode,
-    Direction,
-    StartUptime,
-    EndUptime,
-    StartSeconds,
-    EndSeconds,
-    StartMillis,
-    EndMillis,
-    StartNtp,
-    EndNtp,
-    StartDeltaMicros,
-    EndDeltaMicros,
-    SystemInitMillis,
     SamplingInterval,
     SamplerRandomInterval,
-    SamplerId,
     SamplingPacketInterval,
     SamplingPacketSpace,
     SamplingSize,
@@ -60,10 +43,11 @@ pub(crate) enum Field {
     DataLinkFrame,
 }
 
-/// The fields whose value is an unsigned integer kept as exported, 0 standing for
-/// "not in the record" (most of a flow). They live in one array of the [`Record`]
-/// indexed by this enum, so that a compiled [`Step`] stores such a value with one
-/// load and one indexed store, whatever the field.
+/// The fields whose value is an unsigned integer kept as exported (most of a
+/// flow, its times included). They live in one array of the [`Record`] indexed
+/// by this enum, so that a compiled template stores such a value with one load
+/// and one indexed store, whatever the field. For the counters, addresses'
+/// companions and the like, 0 stands for "not in the record".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Scalar {
@@ -100,10 +84,42 @@ pub(crate) enum Scalar {
     ForwardingStatus,
     IpTtl,
     IpVersion,
+    // From here on 0 is a value like any other: whether the record has the
+    // field is told by the template (see `Record::present`).
+    IcmpTypeCode,
+    IcmpType,
+    IcmpCode,
+    Direction,
+    StartSeconds,
+    EndSeconds,
+    StartMillis,
+    EndMillis,
+    /// A 64-bit NTP timestamp (seconds since 1900 and a binary fraction).
+    StartNtp,
+    EndNtp,
+    /// Milliseconds since the exporter booted (sysUpTime).
+    StartUptime,
+    EndUptime,
+    /// Microseconds before the export time.
+    StartDeltaMicros,
+    EndDeltaMicros,
+    SystemInitMillis,
+    SamplerId,
 }
 
 /// How many [`Scalar`]s there are: the length of the record's array of them.
-const SCALARS: usize = Scalar::IpVersion as usize + 1;
+const SCALARS: usize = Scalar::SamplerId as usize + 1;
+
+/// Which [`Scalar`]s a template has, a bit each.
+pub(crate) type Presence = u64;
+const _: () = assert!(SCALARS <= Presence::BITS as usize);
+
+impl Scalar {
+    /// Its bit in a [`Presence`].
+    pub(crate) const fn bit(self) -> Presence {
+        1 << self as u32
+    }
+}
 
 impl Field {
     /// The field an IPFIX information element (or NetFlow v9 field type) of
@@ -130,22 +146,22 @@ impl Field {
             16 => (Unsigned(SrcAs), Shape::Unsigned),
             17 => (Unsigned(DstAs), Shape::Unsigned),
             18 => (BgpNextHop, Shape::Ipv4),
-            21 => (EndUptime, Shape::Unsigned),
-            22 => (StartUptime, Shape::Unsigned),
+            21 => (Unsigned(EndUptime), Shape::Unsigned),
+            22 => (Unsigned(StartUptime), Shape::Unsigned),
             23 => (Unsigned(PostBytes), Shape::Unsigned),
             24 => (Unsigned(PostPackets), Shape::Unsigned),
             27 => (SrcAddr, Shape::Ipv6),
             28 => (DstAddr, Shape::Ipv6),
-            32 => (IcmpTypeCode, Shape::Unsigned),
+            32 => (Unsigned(IcmpTypeCode), Shape::Unsigned),
             34 => (SamplingInterval, Shape::Unsigned),
-            48 => (SamplerId, Shape::Unsigned),
+            48 => (Unsigned(SamplerId), Shape::Unsigned),
             50 => (SamplerRandomInterval, Shape::Unsigned),
             56 => (Unsigned(SrcMac), Shape::Mac),
             57 => (Unsigned(PostDstMac), Shape::Mac),
             58 => (Unsigned(SrcVlan), Shape::Unsigned),
             59 => (Unsigned(DstVlan), Shape::Unsigned),
             60 => (Unsigned(IpVersion), Shape::Unsigned),
-            61 => (Direction, Shape::Unsigned),
+            61 => (Unsigned(Direction), Shape::Unsigned),
             62 => (NextHop, Shape::Ipv6),
             63 => (BgpNextHop, Shape::Ipv6),
             70..=79 => (MplsLabel((element - 70) as u8), Shape::MplsEntry),
@@ -156,25 +172,25 @@ impl Field {
             89 => (Unsigned(ForwardingStatus), Shape::Unsigned),
             231 => (Unsigned(InitiatorBytes), Shape::Unsigned),
             298 => (Unsigned(InitiatorPackets), Shape::Unsigned),
-            139 => (IcmpTypeCode, Shape::Unsigned),
-            150 => (StartSeconds, Shape::Unsigned),
-            151 => (EndSeconds, Shape::Unsigned),
-            152 => (StartMillis, Shape::Unsigned),
-            153 => (EndMillis, Shape::Unsigned),
-            154 | 156 => (StartNtp, Shape::Ntp),
-            155 | 157 => (EndNtp, Shape::Ntp),
-            158 => (StartDeltaMicros, Shape::Unsigned),
-            159 => (EndDeltaMicros, Shape::Unsigned),
-            160 => (SystemInitMillis, Shape::Unsigned),
-            176 | 178 => (IcmpType, Shape::Unsigned),
-            177 | 179 => (IcmpCode, Shape::Unsigned),
+            139 => (Unsigned(IcmpTypeCode), Shape::Unsigned),
+            150 => (Unsigned(StartSeconds), Shape::Unsigned),
+            151 => (Unsigned(EndSeconds), Shape::Unsigned),
+            152 => (Unsigned(StartMillis), Shape::Unsigned),
+            153 => (Unsigned(EndMillis), Shape::Unsigned),
+            154 | 156 => (Unsigned(StartNtp), Shape::Ntp),
+            155 | 157 => (Unsigned(EndNtp), Shape::Ntp),
+            158 => (Unsigned(StartDeltaMicros), Shape::Unsigned),
+            159 => (Unsigned(EndDeltaMicros), Shape::Unsigned),
+            160 => (Unsigned(SystemInitMillis), Shape::Unsigned),
+            176 | 178 => (Unsigned(IcmpType), Shape::Unsigned),
+            177 | 179 => (Unsigned(IcmpCode), Shape::Unsigned),
             192 => (Unsigned(IpTtl), Shape::Unsigned),
             195 => (Unsigned(Dscp), Shape::Unsigned),
             243 => (Unsigned(Dot1qVlan), Shape::Unsigned),
             252 => (Unsigned(InPhysicalIf), Shape::Unsigned),
             253 => (Unsigned(OutPhysicalIf), Shape::Unsigned),
             254 => (Unsigned(PostDot1qVlan), Shape::Unsigned),
-            302 => (SamplerId, Shape::Unsigned),
+            302 => (Unsigned(SamplerId), Shape::Unsigned),
             305 => (SamplingPacketInterval, Shape::Unsigned),
             306 => (SamplingPacketSpace, Shape::Unsigned),
             309 => (SamplingSize, Shape::Unsigned),
@@ -241,63 +257,6 @@ impl Shape {
     }
 }
 
-/// One step of a compiled template: what to do with the next value of a record.
-/// The width of a plain unsigned value is part of the step, so that the usual
-/// 1-, 2-, 4- and 8-byte values are stored with a single dispatch per value
-/// (not one on the field, then another on its length). `repr(u8)` gives the
-/// step a tag byte of its own: the walk's dispatch is then one load and a jump
-/// table, rather than decoding a tag folded into the field's (niche layout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum Step {
-    /// Bytes the agent does not use, of a fixed length or [`VARIABLE_LENGTH`].
-    Skip(u16),
-    U8(Scalar),
-    U16(Scalar),
-    U32(Scalar),
-    U64(Scalar),
-    /// Any other field and its length ([`VARIABLE_LENGTH`] when the record
-    /// carries the length before the value), stored by [`Record::set`].
-    Value(Field, u16),
-}
-
-impl Step {
-    /// The step for a field of this exported length (one `Field::for_element` accepted).
-    pub(crate) fn new(field: Field, length: u16) -> Step {
-        match (field, length) {
-            (Field::Skip, _) => Step::Skip(length),
-            (Field::Unsigned(scalar), 1) => Step::U8(scalar),
-            (Field::Unsigned(scalar), 2) => Step::U16(scalar),
-            (Field::Unsigned(scalar), 4) => Step::U32(scalar),
-            (Field::Unsigned(scalar), 8) => Step::U64(scalar),
-            _ => Step::Value(field, length),
-        }
-    }
-
-    /// The length of the value this step takes ([`VARIABLE_LENGTH`]: carried by the record).
-    #[cfg(test)]
-    pub(crate) fn length(self) -> u16 {
-        match self {
-            Step::U8(_) => 1,
-            Step::U16(_) => 2,
-            Step::U32(_) => 4,
-            Step::U64(_) => 8,
-            Step::Skip(length) | Step::Value(_, length) => length,
-        }
-    }
-}
-
-/// A moment a record states, in one of the forms exporters use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Moment {
-    /// Milliseconds since the exporter booted (sysUpTime).
-    Uptime(u64),
-    /// Milliseconds since the Unix epoch.
-    UnixMillis(u64),
-    /// Microseconds before the export time.
-    BeforeExport(u64),
-}
-
 /// What the header of a datagram tells about all its records.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ExportContext {
@@ -315,26 +274,18 @@ pub(crate) struct ExportContext {
 }
 
 /// The values of one data record, borrowed from the datagram where they are bytes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Record<'a> {
     scalars: Scalars,
+    /// The scalars the record has (its template's).
+    present: Presence,
     src_addr: Option<Address>,
     dst_addr: Option<Address>,
     next_hop: Option<Address>,
     bgp_next_hop: Option<Address>,
     mpls_labels: [u32; 10],
-    icmp_type_code: Option<u32>,
-    icmp_type: Option<u32>,
-    icmp_code: Option<u32>,
-    direction: Option<u32>,
-    start: Option<Moment>,
-    end: Option<Moment>,
-    start_seconds: Option<u64>,
-    end_seconds: Option<u64>,
-    pub system_init_millis: Option<u64>,
     sampling_interval: Option<u64>,
     sampler_random_interval: Option<u64>,
-    pub sampler_id: Option<u64>,
     sampling_packet_interval: Option<u64>,
     sampling_packet_space: Option<u64>,
     sampling_size: Option<u64>,
@@ -343,7 +294,7 @@ pub(crate) struct Record<'a> {
 }
 
 /// The [`Scalar`] values of a record, indexed by field.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Scalars([u64; SCALARS]);
 
 impl Default for Scalars {
@@ -488,10 +439,32 @@ impl<'a> Record<'a> {
         self.bgp_next_hop = None;
     }
 
-    /// Stores the value of a [`Step::U8`], [`Step::U16`], [`Step::U32`] or [`Step::U64`].
+    /// Stores a plain unsigned value; which ones the record has is set apart
+    /// (see [`Record::set_present`]).
     #[inline]
     pub(crate) fn set_scalar(&mut self, scalar: Scalar, value: u64) {
         self.scalars[scalar] = value;
+    }
+
+    /// Sets which scalars the record has: those of its template, all read.
+    #[inline]
+    pub(crate) fn set_present(&mut self, present: Presence) {
+        self.present = present;
+    }
+
+    /// A scalar's value, if the record has it.
+    fn stated(&self, scalar: Scalar) -> Option<u64> {
+        (self.present & scalar.bit() != 0).then(|| self.scalars[scalar])
+    }
+
+    /// The sampler the record names, if any.
+    pub(crate) fn sampler_id(&self) -> Option<u64> {
+        self.stated(Scalar::SamplerId)
+    }
+
+    /// When the exporter booted, in milliseconds since the Unix epoch, if the record says.
+    pub(crate) fn system_init_millis(&self) -> Option<u64> {
+        self.stated(Scalar::SystemInitMillis)
     }
 
     /// Stores one value; `value` has the length the compiled step accepted.
@@ -504,7 +477,10 @@ impl<'a> Record<'a> {
         let narrow = || read_unsigned(value) as u32;
         match field {
             Skip => {}
-            Unsigned(scalar) => self.scalars[scalar] = unsigned(),
+            Unsigned(scalar) => {
+                self.scalars[scalar] = unsigned();
+                self.present |= scalar.bit();
+            }
             SrcAddr => Address::keep_specified(&mut self.src_addr, value),
             DstAddr => Address::keep_specified(&mut self.dst_addr, value),
             NextHop => Address::keep_specified(&mut self.next_hop, value),
@@ -514,26 +490,10 @@ impl<'a> Record<'a> {
                     *slot = narrow() >> 4;
                 }
             }
-            IcmpTypeCode => self.icmp_type_code = Some(narrow()),
-            IcmpType => self.icmp_type = Some(narrow()),
-            IcmpCode => self.icmp_code = Some(narrow()),
-            Direction => self.direction = Some(narrow()),
-            StartUptime => self.start = Some(Moment::Uptime(unsigned())),
-            EndUptime => self.end = Some(Moment::Uptime(unsigned())),
-            StartSeconds => self.start_seconds = Some(unsigned()),
-            EndSeconds => self.end_seconds = Some(unsigned()),
-            StartMillis => self.start = Some(Moment::UnixMillis(unsigned())),
-            EndMillis => self.end = Some(Moment::UnixMillis(unsigned())),
-            StartNtp => self.start = Some(Moment::UnixMillis(ntp_to_unix_millis(unsigned()))),
-            EndNtp => self.end = Some(Moment::UnixMillis(ntp_to_unix_millis(unsigned()))),
-            StartDeltaMicros => self.start = Some(Moment::BeforeExport(unsigned())),
-            EndDeltaMicros => self.end = Some(Moment::BeforeExport(unsigned())),
-            SystemInitMillis => self.system_init_millis = Some(unsigned()),
             SamplingInterval => self.sampling_interval = Some(read_sampling_value(value)),
             SamplerRandomInterval => {
                 self.sampler_random_interval = Some(read_sampling_value(value))
             }
-            SamplerId => self.sampler_id = Some(unsigned()),
             SamplingPacketInterval => {
                 self.sampling_packet_interval = Some(read_sampling_value(value))
             }
@@ -598,23 +558,36 @@ impl<'a> Record<'a> {
         if let Some(frame) = self.frame {
             parse_ethernet(frame).fill(flow);
         }
-        let boot_millis = self.system_init_millis.or(context.boot_millis);
-        let to_seconds = |moment: Option<Moment>, seconds: Option<u64>| {
-            seconds.or_else(|| {
-                let millis = match moment? {
-                    Moment::Uptime(uptime) => {
-                        nearest_to_export(boot_millis?.checked_add(uptime)?, context.export_millis)
-                    }
-                    Moment::UnixMillis(millis) => millis,
-                    Moment::BeforeExport(micros) => {
-                        context.export_millis.checked_sub(micros / 1000)?
-                    }
-                };
-                Some(millis / 1000)
-            })
+        let boot_millis = self.system_init_millis().or(context.boot_millis);
+        // A moment in seconds since the Unix epoch, from the first of the forms
+        // exporters use that the record has (there is rarely more than one).
+        let to_seconds = |[seconds, millis, ntp, uptime, before_export]: [Scalar; 5]| {
+            if let Some(seconds) = self.stated(seconds) {
+                return Some(seconds);
+            }
+            let millis = if let Some(millis) = self.stated(millis) {
+                millis
+            } else if let Some(ntp) = self.stated(ntp) {
+                ntp_to_unix_millis(ntp)
+            } else if let Some(uptime) = self.stated(uptime) {
+                nearest_to_export(boot_millis?.checked_add(uptime)?, context.export_millis)
+            } else {
+                context
+                    .export_millis
+                    .checked_sub(self.stated(before_export)? / 1000)?
+            };
+            Some(millis / 1000)
         };
-        flow.flow_start = to_seconds(self.start, self.start_seconds).unwrap_or_default();
-        flow.flow_end = to_seconds(self.end, self.end_seconds).unwrap_or_default();
+        flow.flow_start = to_seconds([
+            StartSeconds,
+            StartMillis,
+            StartNtp,
+            StartUptime,
+            StartDeltaMicros,
+        ])
+        .unwrap_or_default();
+        flow.flow_end = to_seconds([EndSeconds, EndMillis, EndNtp, EndUptime, EndDeltaMicros])
+            .unwrap_or_default();
         flow.time_received = if time_from_flow && flow.flow_end != 0 {
             flow.flow_end
         } else {
@@ -692,18 +665,18 @@ impl<'a> Record<'a> {
         set_nonzero(&mut flow.src_port, narrow(SrcPort));
         set_nonzero(&mut flow.dst_port, narrow(DstPort));
         set_nonzero(&mut flow.tcp_flags, narrow(TcpFlags));
-        if let Some(type_code) = self.icmp_type_code {
-            flow.icmp_type = type_code >> 8;
-            flow.icmp_code = type_code & 0xff;
+        if let Some(type_code) = self.stated(IcmpTypeCode) {
+            flow.icmp_type = (type_code as u32) >> 8;
+            flow.icmp_code = (type_code as u32) & 0xff;
         }
-        if let Some(icmp_type) = self.icmp_type {
-            flow.icmp_type = icmp_type;
+        if let Some(icmp_type) = self.stated(IcmpType) {
+            flow.icmp_type = icmp_type as u32;
         }
-        if let Some(icmp_code) = self.icmp_code {
-            flow.icmp_code = icmp_code;
+        if let Some(icmp_code) = self.stated(IcmpCode) {
+            flow.icmp_code = icmp_code as u32;
         }
         let has_icmp_fields =
-            self.icmp_type_code.is_some() || self.icmp_type.is_some() || self.icmp_code.is_some();
+            self.present & (IcmpTypeCode.bit() | IcmpType.bit() | IcmpCode.bit()) != 0;
         if matches!(flow.proto, PROTO_ICMP | PROTO_ICMPV6) && !has_icmp_fields {
             // Exporters without ICMP fields (Cisco, Juniper…) put type and code
             // in the destination port, as NetFlow v5 always did.
@@ -732,7 +705,7 @@ impl<'a> Record<'a> {
                 .extend(self.mpls_labels.iter().copied().filter(|&label| label != 0));
         }
         set_nonzero(&mut flow.forwarding_status, narrow(ForwardingStatus));
-        if let Some(direction) = self.direction {
+        if let Some(direction) = self.stated(Direction) {
             flow.set_flow_direction(match direction {
                 0 => FlowDirection::Ingress,
                 1 => FlowDirection::Egress,
@@ -830,8 +803,8 @@ mod tests {
     fn times_become_absolute() {
         let (start, end) = (500_000u32.to_be_bytes(), 2_000_000u32.to_be_bytes());
         let mut record = Record::default();
-        record.set(Field::StartUptime, &start);
-        record.set(Field::EndDeltaMicros, &end);
+        record.set(Field::Unsigned(Scalar::StartUptime), &start);
+        record.set(Field::Unsigned(Scalar::EndDeltaMicros), &end);
         let flow = flow_of(record, true);
         assert_eq!(flow.flow_start, 1_699_999_500);
         assert_eq!(flow.flow_end, 1_699_999_998);
@@ -841,8 +814,8 @@ mod tests {
         let ntp = (((1_700_000_000u64 + 2_208_988_800) << 32) | 0x8000_0000).to_be_bytes();
         let end = 1_700_000_010u32.to_be_bytes();
         let mut record = Record::default();
-        record.set(Field::StartNtp, &ntp);
-        record.set(Field::EndSeconds, &end);
+        record.set(Field::Unsigned(Scalar::StartNtp), &ntp);
+        record.set(Field::Unsigned(Scalar::EndSeconds), &end);
         let flow = flow_of(record, false);
         assert_eq!(flow.flow_start, 1_700_000_000);
         assert_eq!(flow.flow_end, 1_700_000_010);
@@ -878,8 +851,8 @@ mod tests {
         record.set(Field::Unsigned(Scalar::Dot1qVlan), &[0, 12]);
         record.set(Field::MplsLabel(1), &[0x01, 0x23, 0x41]);
         record.set(Field::MplsLabel(0), &[0x00, 0x01, 0x00]);
-        record.set(Field::IcmpTypeCode, &[3, 1]);
-        record.set(Field::Direction, &[1]);
+        record.set(Field::Unsigned(Scalar::IcmpTypeCode), &[3, 1]);
+        record.set(Field::Unsigned(Scalar::Direction), &[1]);
         record.set(Field::Unsigned(Scalar::Dscp), &[46]);
         let flow = flow_of(record, false);
         assert_eq!(flow.bytes, 5);
@@ -907,8 +880,8 @@ mod tests {
         let mut record = Record::default();
         record.set(Field::Unsigned(Scalar::Proto), &[1]);
         record.set(Field::Unsigned(Scalar::DstPort), &[8, 0]);
-        record.set(Field::IcmpType, &[3]);
-        record.set(Field::IcmpCode, &[13]);
+        record.set(Field::Unsigned(Scalar::IcmpType), &[3]);
+        record.set(Field::Unsigned(Scalar::IcmpCode), &[13]);
         let flow = flow_of(record, false);
         assert_eq!((flow.icmp_type, flow.icmp_code), (3, 13));
     }

@@ -9,8 +9,10 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
+use slab::Slab;
+
 use super::NetflowError;
-use super::fields::{Field, Record, Step, VARIABLE_LENGTH};
+use super::fields::{Field, Presence, Record, Scalar, VARIABLE_LENGTH, read_unsigned};
 use crate::decode::address_octets;
 
 /// How much the decoder keeps of what exporters announce.
@@ -57,20 +59,89 @@ pub(crate) struct FieldSpec {
     pub standard: bool,
 }
 
-/// A template compiled for decoding: the steps to walk over each record.
+/// A template compiled for decoding: where each value of a record lies.
+///
+/// A record is a run of fixed-length values, then a variable-length one (IPFIX),
+/// then another fixed run, and so on: one [`Segment`] each. Within a segment
+/// every value is at an offset known once the template is compiled, so reading
+/// a record involves no walk over the fields: the plain unsigned values (most
+/// of a flow) are loaded in a loop without any branch on the field or its width,
+/// and only the few others are dispatched on. Unused fields cost nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Template {
     pub kind: TemplateKind,
-    pub steps: Box<[Step]>,
+    segments: Box<[Segment]>,
     /// The length of the shortest possible record (variable-length fields count
     /// their 1-byte length): less than this at the end of a set is padding.
     pub min_record_length: usize,
     /// Whether records may state their own sampling rate (a sampling field is in the template).
     pub states_sampling: bool,
+    /// The scalars its records have.
+    present: Presence,
+}
+
+/// A fixed-length run of a record's values, and the variable-length value after it, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Segment {
+    /// Bytes of the fixed-length values.
+    length: usize,
+    scalars: Vec<ScalarAt>,
+    /// The values other than plain unsigned ones, in template order (the first
+    /// specified of repeated address fields wins).
+    values: Vec<ValueAt>,
+    /// What the variable-length value that ends the segment feeds ([`Field::Skip`]
+    /// when nothing); `None` for a record's last segment without one.
+    variable: Option<Field>,
+}
+
+/// A plain unsigned value in a segment: its offset, and its width (1 to 8
+/// bytes) as the shift that brings an 8-byte big-endian load down to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ScalarAt {
+    offset: u32,
+    shift: u8,
+    scalar: Scalar,
+}
+
+impl ScalarAt {
+    fn new(offset: u32, width: u8, scalar: Scalar) -> ScalarAt {
+        ScalarAt {
+            offset,
+            shift: 64 - 8 * width,
+            scalar,
+        }
+    }
+
+    /// Reads the value from `bytes`, the record from this segment's start on.
+    /// Most records are followed by others: a big-endian load of 8 bytes,
+    /// shifted down to the width, is then one branch-free read whatever the
+    /// width; within the last 7 bytes of a set the value is read byte by byte.
+    #[inline]
+    fn read(self, bytes: &[u8]) -> u64 {
+        let offset = self.offset as usize;
+        match bytes
+            .get(offset..offset + 8)
+            .and_then(|eight| <[u8; 8]>::try_from(eight).ok())
+        {
+            Some(eight) => u64::from_be_bytes(eight) >> self.shift,
+            None => {
+                let width = usize::from(8 - self.shift / 8);
+                bytes.get(offset..offset + width).map_or(0, read_unsigned)
+            }
+        }
+    }
+}
+
+/// Any other value in a segment: offset, length and what it feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ValueAt {
+    offset: u32,
+    length: u16,
+    field: Field,
 }
 
 impl Template {
-    /// Compiles the fields of a template, merging runs of unused fixed-length fields into one skip.
+    /// Compiles the fields of a template into segments.
     /// Fields repeated in a template are used once, at their first occurrence.
     pub(crate) fn compile(
         kind: TemplateKind,
@@ -79,109 +150,98 @@ impl Template {
         if fields.len() > MAX_TEMPLATE_FIELDS {
             return Err(NetflowError::BadTemplate("too many fields"));
         }
-        // (field, length) pairs first: runs of skipped fields merge before the steps are chosen.
-        let mut values: Vec<(Field, u16)> = Vec::with_capacity(fields.len());
+        let mut used: Vec<Field> = Vec::with_capacity(fields.len());
+        let mut segments = Vec::new();
+        let mut segment = Segment::default();
         let mut min_record_length = 0usize;
         for spec in fields.iter().copied() {
             let field = match Field::for_element(spec.element, spec.length) {
                 // The first occurrence wins: templates that describe a packet
                 // twice (Huawei: outer header, then the tunnelled one) keep one
                 // coherent view, the outer one, as tshark shows it.
-                field
-                    if !spec.standard
-                        || (!field.repeatable()
-                            && values.iter().any(|&(used, _)| used == field)) =>
-                {
+                field if !spec.standard || (!field.repeatable() && used.contains(&field)) => {
                     Field::Skip
                 }
                 field => field,
             };
-            min_record_length += if spec.length == VARIABLE_LENGTH {
-                1
-            } else {
-                usize::from(spec.length)
-            };
-            if spec.length == 0 {
+            if field != Field::Skip {
+                used.push(field);
+            }
+            if spec.length == VARIABLE_LENGTH {
+                min_record_length += 1;
+                segment.variable = Some(field);
+                segments.push(std::mem::take(&mut segment));
                 continue;
             }
-            match values.last_mut() {
-                Some((Field::Skip, length))
-                    if field == Field::Skip
-                        && *length != VARIABLE_LENGTH
-                        && spec.length != VARIABLE_LENGTH
-                        && u32::from(*length) + u32::from(spec.length)
-                            < u32::from(VARIABLE_LENGTH) =>
-                {
-                    *length += spec.length;
+            // At most MAX_TEMPLATE_FIELDS values of under 64 KB: far within 32 bits.
+            let offset = u32::try_from(segment.length)
+                .map_err(|_| NetflowError::BadTemplate("records too long"))?;
+            match field {
+                Field::Skip => {}
+                // Scalars' shapes accept 1 to 8 bytes only.
+                Field::Unsigned(scalar) => {
+                    segment
+                        .scalars
+                        .push(ScalarAt::new(offset, spec.length as u8, scalar))
                 }
-                _ => values.push((field, spec.length)),
+                field => segment.values.push(ValueAt {
+                    offset,
+                    length: spec.length,
+                    field,
+                }),
             }
+            segment.length += usize::from(spec.length);
+            min_record_length += usize::from(spec.length);
         }
         if min_record_length == 0 {
             return Err(NetflowError::BadTemplate("records of no length"));
         }
+        if segment.length > 0 || segments.is_empty() {
+            segments.push(segment);
+        }
+        let present = used.iter().fold(0, |present, field| match field {
+            Field::Unsigned(scalar) => present | scalar.bit(),
+            _ => present,
+        });
         Ok(Template {
             kind,
-            states_sampling: values.iter().any(|(field, _)| field.states_sampling()),
-            steps: values
-                .into_iter()
-                .map(|(field, length)| Step::new(field, length))
-                .collect(),
+            present,
+            states_sampling: used.iter().any(|field| field.states_sampling()),
+            segments: segments.into(),
             min_record_length,
         })
     }
 
-    /// Walks one record at the start of `data` into `record`: the bytes it
+    /// Reads one record at the start of `data` into `record`: the bytes it
     /// takes, or `None` when `data` ends inside the record. One `Record`, from
     /// `Record::default()`, serves all the records of this template in a set
-    /// (see [`Record::next_of_same_template`]).
+    /// (see [`Record::next_of_same_template`]). `data` runs to the end of the
+    /// set: the bytes past the record make most reads a single load.
     #[inline]
     pub(crate) fn read_record<'a>(&self, data: &'a [u8], record: &mut Record<'a>) -> Option<usize> {
         record.next_of_same_template();
+        record.set_present(self.present);
         let mut rest = data;
-        for step in self.steps.iter() {
-            match *step {
-                Step::U8(scalar) => {
-                    let (value, after) = rest.split_first()?;
-                    record.set_scalar(scalar, u64::from(*value));
-                    rest = after;
+        for segment in &self.segments {
+            let (fixed, after) = rest.split_at_checked(segment.length)?;
+            for scalar in &segment.scalars {
+                record.set_scalar(scalar.scalar, scalar.read(rest));
+            }
+            for value in &segment.values {
+                let offset = value.offset as usize;
+                if let Some(bytes) = fixed.get(offset..offset + usize::from(value.length)) {
+                    record.set(value.field, bytes);
                 }
-                Step::U16(scalar) => {
-                    let (value, after) = rest.split_first_chunk()?;
-                    record.set_scalar(scalar, u64::from(u16::from_be_bytes(*value)));
-                    rest = after;
-                }
-                Step::U32(scalar) => {
-                    let (value, after) = rest.split_first_chunk()?;
-                    record.set_scalar(scalar, u64::from(u32::from_be_bytes(*value)));
-                    rest = after;
-                }
-                Step::U64(scalar) => {
-                    let (value, after) = rest.split_first_chunk()?;
-                    record.set_scalar(scalar, u64::from_be_bytes(*value));
-                    rest = after;
-                }
-                Step::Skip(length) => rest = take_value(rest, length)?.1,
-                Step::Value(field, length) => {
-                    let (value, after) = take_value(rest, length)?;
-                    record.set(field, value);
-                    rest = after;
-                }
+            }
+            rest = after;
+            if let Some(field) = segment.variable {
+                let (length, after) = read_variable_length(rest)?;
+                let (value, after) = after.split_at_checked(length)?;
+                record.set(field, value);
+                rest = after;
             }
         }
         Some(data.len() - rest.len())
-    }
-}
-
-/// Splits a value of a step's `length` off the start of `data`: that many
-/// bytes, or for [`VARIABLE_LENGTH`] as many as the record says first.
-#[inline]
-fn take_value(data: &[u8], length: u16) -> Option<(&[u8], &[u8])> {
-    if length == VARIABLE_LENGTH {
-        let (length, rest) = read_variable_length(data)?;
-        rest.split_at_checked(length)
-    } else {
-        data.split_at_checked(usize::from(length))
     }
 }
 
@@ -256,17 +316,34 @@ impl Hash for DomainKey {
 /// A key that belongs to one exporter, for the per-exporter bound.
 pub(crate) trait ExporterScoped: Copy + Eq + Hash {
     fn exporter(&self) -> IpAddr;
+
+    /// Where [`BoundedCache`] remembers a lookup of this key (any number: it
+    /// is taken modulo the memo's size). Keys looked up by turns should differ.
+    fn memo_slot(&self) -> usize {
+        0
+    }
 }
 
 impl ExporterScoped for TemplateKey {
     fn exporter(&self) -> IpAddr {
         self.exporter
     }
+
+    /// Dual-stack exporters interleave the data sets of their IPv4 and IPv6
+    /// templates: consecutive template ids must not evict each other.
+    fn memo_slot(&self) -> usize {
+        usize::from(self.id)
+    }
 }
 
 impl ExporterScoped for SamplerKey {
     fn exporter(&self) -> IpAddr {
         self.exporter
+    }
+
+    /// A flow's sampler, then the domain's latest rate, may both be looked up for one set.
+    fn memo_slot(&self) -> usize {
+        self.sampler.map_or(0, |id| 1 + id as usize)
     }
 }
 
@@ -277,63 +354,120 @@ impl ExporterScoped for DomainKey {
 }
 
 /// A map bounded per exporter and in total, whose entries expire when not refreshed.
+///
+/// Entries live in a slab, where they keep their slot until removed, so that
+/// recent lookups can be remembered by slot: an exporter's datagrams come one
+/// after the other and each data set asks for its template and sampling rate,
+/// so most lookups are recent ones again, and a hit then costs a key
+/// comparison rather than hashing the key (SipHash: exporters choose the keys).
 #[derive(Debug)]
 pub(crate) struct BoundedCache<K, V> {
-    entries: HashMap<K, (V, u64)>,
+    entries: Slab<Entry<K, V>>,
+    slots: HashMap<K, usize>,
     per_exporter: HashMap<IpAddr, usize>,
+    /// Recent lookups, as the key and the slot of its entry (`None`: there is
+    /// none, as for the sampling rates of an exporter that announces none), at
+    /// the key's [`ExporterScoped::memo_slot`].
+    memo: [Option<(K, Option<usize>)>; MEMO],
     limits: TemplateLimits,
+}
+
+/// Lookups a [`BoundedCache`] remembers: a few templates in use at once.
+const MEMO: usize = 8;
+
+#[derive(Debug)]
+struct Entry<K, V> {
+    key: K,
+    value: V,
+    /// When the entry was last announced or used, in seconds since the Unix epoch.
+    seen: u64,
 }
 
 impl<K: ExporterScoped, V> BoundedCache<K, V> {
     pub(crate) fn new(limits: TemplateLimits) -> Self {
         BoundedCache {
-            entries: HashMap::new(),
+            entries: Slab::new(),
+            slots: HashMap::new(),
             per_exporter: HashMap::new(),
+            memo: [None; MEMO],
             limits,
         }
     }
 
     /// Inserts or replaces; a new key beyond a bound is refused.
     pub(crate) fn insert(&mut self, key: K, value: V, now: u64) -> Result<(), NetflowError> {
-        if let Some(entry) = self.entries.get_mut(&key) {
-            *entry = (value, now);
+        // Exporters announce their templates again and again: a refresh of one
+        // in use is found in the memo.
+        let memo = key.memo_slot() % MEMO;
+        let slot = match self.memo[memo] {
+            Some((recent, slot)) if recent == key => slot,
+            _ => self.slots.get(&key).copied(),
+        };
+        if let Some(entry) = slot.and_then(|slot| self.entries.get_mut(slot)) {
+            entry.value = value;
+            entry.seen = now;
             return Ok(());
         }
         let count = self.per_exporter.get(&key.exporter()).copied().unwrap_or(0);
-        if count >= self.limits.per_exporter || self.entries.len() >= self.limits.total {
+        if count >= self.limits.per_exporter || self.slots.len() >= self.limits.total {
             return Err(NetflowError::TemplateLimit);
         }
-        self.entries.insert(key, (value, now));
+        let slot = self.entries.insert(Entry {
+            key,
+            value,
+            seen: now,
+        });
+        self.slots.insert(key, slot);
+        self.memo[memo] = Some((key, Some(slot)));
         self.per_exporter.insert(key.exporter(), count + 1);
         Ok(())
     }
 
     /// Whether `key` is there (without marking it seen).
     pub(crate) fn contains(&self, key: &K) -> bool {
-        self.entries.contains_key(key)
+        self.slots.contains_key(key)
     }
 
     /// The value, marked as seen at `now`.
     pub(crate) fn get(&mut self, key: &K, now: u64) -> Option<&V> {
-        let (value, seen) = self.entries.get_mut(key)?;
-        *seen = (*seen).max(now);
-        Some(value)
+        let memo = &mut self.memo[key.memo_slot() % MEMO];
+        let slot = match *memo {
+            Some((recent, slot)) if recent == *key => slot,
+            _ => {
+                let slot = self.slots.get(key).copied();
+                *memo = Some((*key, slot));
+                slot
+            }
+        };
+        let entry = self.entries.get_mut(slot?)?;
+        entry.seen = entry.seen.max(now);
+        Some(&entry.value)
     }
 
     /// Forgets one entry.
     pub(crate) fn remove(&mut self, key: &K) {
-        if self.entries.remove(key).is_some() {
+        if let Some(slot) = self.slots.remove(key) {
+            self.entries.remove(slot);
             forget_one(&mut self.per_exporter, key.exporter());
+            forget_slot(&mut self.memo, slot);
         }
     }
 
     /// Keeps only the entries for which `keep` is true.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &V, u64) -> bool) {
-        let per_exporter = &mut self.per_exporter;
-        self.entries.retain(|key, (value, seen)| {
-            let kept = keep(key, value, *seen);
+        let BoundedCache {
+            entries,
+            slots,
+            per_exporter,
+            memo,
+            ..
+        } = self;
+        entries.retain(|slot, entry| {
+            let kept = keep(&entry.key, &entry.value, entry.seen);
             if !kept {
-                forget_one(per_exporter, key.exporter());
+                slots.remove(&entry.key);
+                forget_one(per_exporter, entry.key.exporter());
+                forget_slot(memo, slot);
             }
             kept
         });
@@ -347,7 +481,16 @@ impl<K: ExporterScoped, V> BoundedCache<K, V> {
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
+    }
+}
+
+/// Forgets the lookups remembered for a slot that no longer holds their entry.
+fn forget_slot<K>(memo: &mut [Option<(K, Option<usize>)>], slot: usize) {
+    for recent in memo {
+        if recent.as_ref().is_some_and(|&(_, kept)| kept == Some(slot)) {
+            *recent = None;
+        }
     }
 }
 
@@ -374,33 +517,63 @@ mod tests {
         }
     }
 
+    fn key_exporter(exporter: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, exporter))
+    }
+
     fn key(exporter: u8, id: u16) -> TemplateKey {
         TemplateKey {
-            exporter: IpAddr::V4(Ipv4Addr::new(192, 0, 2, exporter)),
+            exporter: key_exporter(exporter),
             domain: 0,
             id,
         }
     }
 
     #[test]
-    fn unused_fields_merge_into_one_skip() {
+    fn values_are_placed_at_their_offsets_and_unused_ones_cost_nothing() {
         let fields = [
             spec(8, 4),
             spec(999, 2),
             spec(998, 3),
             spec(1, 4),
+            spec(56, 6),
             spec(997, 0),
         ];
         let template = Template::compile(TemplateKind::Data, &fields).unwrap();
-        assert_eq!(
-            &*template.steps,
-            &[
-                Step::Value(Field::SrcAddr, 4),
-                Step::Skip(5),
-                Step::U32(Scalar::Bytes),
-            ]
-        );
-        assert_eq!(template.min_record_length, 13);
+        let segment = Segment {
+            length: 19,
+            scalars: vec![
+                ScalarAt::new(9, 4, Scalar::Bytes),
+                ScalarAt::new(13, 6, Scalar::SrcMac),
+            ],
+            values: vec![ValueAt {
+                offset: 0,
+                length: 4,
+                field: Field::SrcAddr,
+            }],
+            variable: None,
+        };
+        assert_eq!(&*template.segments, &[segment]);
+        assert_eq!(template.min_record_length, 19);
+    }
+
+    #[test]
+    fn scalars_read_alike_with_or_without_bytes_after_the_record() {
+        let fields = [spec(4, 1), spec(7, 2), spec(56, 6), spec(1, 8)];
+        let template = Template::compile(TemplateKind::Data, &fields).unwrap();
+        let record: Vec<u8> = (1..=17).collect();
+        let mut followed = record.clone();
+        followed.extend([0xff; 17]);
+        for data in [&record[..], &followed[..]] {
+            let mut read = Record::default();
+            assert_eq!(template.read_record(data, &mut read), Some(17));
+            let mut expected = Record::default();
+            expected.set(Field::Unsigned(Scalar::Proto), &record[0..1]);
+            expected.set(Field::Unsigned(Scalar::SrcPort), &record[1..3]);
+            expected.set(Field::Unsigned(Scalar::SrcMac), &record[3..9]);
+            expected.set(Field::Unsigned(Scalar::Bytes), &record[9..17]);
+            assert_eq!(read, expected);
+        }
     }
 
     #[test]
@@ -450,5 +623,31 @@ mod tests {
         cache.insert(key(1, 258), "c", 111).unwrap();
         cache.insert(key(3, 256), "e", 111).unwrap();
         assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn lookups_are_remembered_until_their_entry_goes() {
+        let mut cache = BoundedCache::new(TemplateLimits::default());
+        cache.insert(key(1, 256), "a", 100).unwrap();
+        cache.insert(key(1, 257), "b", 100).unwrap();
+        assert_eq!(cache.get(&key(1, 256), 100), Some(&"a"));
+        assert_eq!(cache.get(&key(1, 258), 100), None);
+        cache.insert(key(1, 258), "was missing", 100).unwrap();
+        assert_eq!(cache.get(&key(1, 258), 100), Some(&"was missing"));
+        cache.insert(key(1, 256), "replaced", 100).unwrap();
+        assert_eq!(cache.get(&key(1, 256), 100), Some(&"replaced"));
+        cache.remove(&key(1, 256));
+        cache.insert(key(2, 256), "reuses the slot", 100).unwrap();
+        assert_eq!(cache.get(&key(1, 256), 100), None);
+        assert_eq!(cache.get(&key(2, 256), 100), Some(&"reuses the slot"));
+        cache.retain(|key, _, _| key.exporter != key_exporter(2));
+        cache.insert(key(3, 256), "again", 100).unwrap();
+        assert_eq!(cache.get(&key(2, 256), 100), None);
+        // Hits refresh the entry as lookups do: it outlives the one not used.
+        assert_eq!(cache.get(&key(3, 256), 105), Some(&"again"));
+        assert_eq!(cache.get(&key(3, 256), 108), Some(&"again"));
+        cache.expire(100 + TemplateLimits::default().expiry_seconds + 1);
+        assert_eq!(cache.get(&key(1, 257), 0), None);
+        assert_eq!(cache.get(&key(3, 256), 0), Some(&"again"));
     }
 }
