@@ -341,9 +341,11 @@ impl ExporterScoped for SamplerKey {
         self.exporter
     }
 
-    /// A flow's sampler, then the domain's latest rate, may both be looked up for one set.
+    /// A flow's sampler, then the domain's latest rate, may both be looked up
+    /// for one set: the latter has a slot of its own.
     fn memo_slot(&self) -> usize {
-        self.sampler.map_or(0, |id| 1 + id as usize)
+        self.sampler
+            .map_or(0, |id| 1 + (id % (MEMO as u64 - 1)) as usize)
     }
 }
 
@@ -623,6 +625,21 @@ mod tests {
         cache.insert(key(1, 258), "c", 111).unwrap();
         cache.insert(key(3, 256), "e", 111).unwrap();
         assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn sampler_ids_of_any_value_are_remembered_apart_from_the_domain_rate() {
+        let mut cache = BoundedCache::new(TemplateLimits::default());
+        let sampler = |sampler| SamplerKey {
+            exporter: key_exporter(1),
+            domain: 0,
+            sampler,
+        };
+        cache.insert(sampler(None), 100, 0).unwrap();
+        for id in [0, 6, 7, u64::MAX] {
+            assert_eq!(cache.get(&sampler(Some(id)), 0), None);
+            assert_eq!(cache.get(&sampler(None), 0), Some(&100));
+        }
     }
 
     #[test]
