@@ -795,6 +795,18 @@ mod tests {
             .collect()
     }
 
+    /// The flows in a batch's sealed records, in order.
+    fn sealed_flows(batch: &PartitionBatch) -> Vec<FlowMessage> {
+        batch
+            .sealed
+            .iter()
+            .flat_map(|r| {
+                let value = r.record.value.as_deref().unwrap_or_default();
+                flow_proto::decode_batch::<FlowMessage>(value).unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect()
+    }
+
     #[test]
     fn intake_admits_up_to_the_bound_and_counts_the_rest() {
         let metrics = Arc::new(Metrics::default());
@@ -870,15 +882,7 @@ mod tests {
         batch.seal();
         let sizes: Vec<usize> = batch.sealed.iter().map(|r| r.flows).collect();
         assert_eq!(sizes, [3, 3, 3, 1]);
-        let records: Vec<FlowMessage> = batch
-            .sealed
-            .iter()
-            .flat_map(|r| {
-                let value = r.record.value.as_deref().unwrap_or_default();
-                flow_proto::decode_batch::<FlowMessage>(value).unwrap_or_else(|e| panic!("{e}"))
-            })
-            .collect();
-        assert_eq!(records, flows);
+        assert_eq!(sealed_flows(&batch), flows);
 
         let small = kafka_config("max_message_bytes = 60\nmax_batch_bytes = 130\n");
         let mut batch = PartitionBatch::new();
@@ -915,15 +919,7 @@ mod tests {
         batch.put_back(second);
         batch.put_back(first);
         assert_eq!(batch.bytes, bytes);
-        let again: Vec<FlowMessage> = batch
-            .sealed
-            .iter()
-            .flat_map(|r| {
-                let value = r.record.value.as_deref().unwrap_or_default();
-                flow_proto::decode_batch::<FlowMessage>(value).unwrap_or_else(|e| panic!("{e}"))
-            })
-            .collect();
-        assert_eq!(again, flows);
+        assert_eq!(sealed_flows(&batch), flows);
     }
 
     #[test]
