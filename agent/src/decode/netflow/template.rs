@@ -400,12 +400,10 @@ impl<K: ExporterScoped, V> BoundedCache<K, V> {
     pub(crate) fn insert(&mut self, key: K, value: V, now: u64) -> Result<(), NetflowError> {
         // Exporters announce their templates again and again: a refresh of one
         // in use is found in the memo.
-        let memo = key.memo_slot() % MEMO;
-        let slot = match self.memo[memo] {
-            Some((recent, slot)) if recent == key => slot,
-            _ => self.slots.get(&key).copied(),
-        };
-        if let Some(entry) = slot.and_then(|slot| self.entries.get_mut(slot)) {
+        if let Some(entry) = self
+            .lookup(&key)
+            .and_then(|slot| self.entries.get_mut(slot))
+        {
             entry.value = value;
             entry.seen = now;
             return Ok(());
@@ -420,7 +418,7 @@ impl<K: ExporterScoped, V> BoundedCache<K, V> {
             seen: now,
         });
         self.slots.insert(key, slot);
-        self.memo[memo] = Some((key, Some(slot)));
+        self.memo[key.memo_slot() % MEMO] = Some((key, Some(slot)));
         self.per_exporter.insert(key.exporter(), count + 1);
         Ok(())
     }
@@ -432,18 +430,24 @@ impl<K: ExporterScoped, V> BoundedCache<K, V> {
 
     /// The value, marked as seen at `now`.
     pub(crate) fn get(&mut self, key: &K, now: u64) -> Option<&V> {
+        let slot = self.lookup(key)?;
+        let entry = self.entries.get_mut(slot)?;
+        entry.seen = entry.seen.max(now);
+        Some(&entry.value)
+    }
+
+    /// The slot of `key`'s entry, from the memo or else from the map; the
+    /// answer, found or not, is remembered.
+    fn lookup(&mut self, key: &K) -> Option<usize> {
         let memo = &mut self.memo[key.memo_slot() % MEMO];
-        let slot = match *memo {
+        match *memo {
             Some((recent, slot)) if recent == *key => slot,
             _ => {
                 let slot = self.slots.get(key).copied();
                 *memo = Some((*key, slot));
                 slot
             }
-        };
-        let entry = self.entries.get_mut(slot?)?;
-        entry.seen = entry.seen.max(now);
-        Some(&entry.value)
+        }
     }
 
     /// Forgets one entry.
