@@ -427,7 +427,7 @@ fn ntp_to_unix_millis(value: u64) -> u64 {
 
 impl<'a> Record<'a> {
     /// Readies a record holding the previous record of a template for the next
-    /// one of the same template. Every step of a template overwrites its field
+    /// one of the same template. Every value a template holds overwrites its field
     /// (so resetting the whole record, hundreds of bytes, per record is not
     /// needed), except the addresses, which keep the first specified of several
     /// fields: only they are cleared.
@@ -467,7 +467,7 @@ impl<'a> Record<'a> {
         self.stated(Scalar::SystemInitMillis)
     }
 
-    /// Stores one value; `value` has the length the compiled step accepted.
+    /// Stores one value; `value` has the length the compiled template accepted.
     /// Every field but the addresses is overwritten unconditionally (see
     /// [`Record::next_of_same_template`]).
     #[inline]
