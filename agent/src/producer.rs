@@ -14,10 +14,13 @@
 //! producer is woken once per batch, not once per datagram.
 //!
 //! The [`Producer`] task assigns each exporter's flows a partition by a hash of
-//! its address (one exporter's flows stay together and in order), packs them into
-//! Kafka records of up to `max_flows_per_message` flows or `max_message_bytes`
-//! bytes, and produces a partition's records when they reach `max_batch_bytes`
-//! or have waited `linger_ms`. Up to [`MAX_IN_FLIGHT`] produce requests are out
+//! its address (one exporter's flows stay together and in order), keeps them as
+//! the listeners encoded them until the partition's batch reaches
+//! `max_batch_bytes` or has waited `linger_ms`, then packs them into Kafka
+//! records of up to `max_flows_per_message` flows or `max_message_bytes` bytes
+//! and produces those. The flows stay in their chunks until Kafka acknowledged
+//! them: rskafka takes the records it is given, and packing them only then
+//! spares a copy of every flow kept for a retry. Up to [`MAX_IN_FLIGHT`] produce requests are out
 //! at once, so that Kafka answering one does not hold up compressing and sending
 //! the next. A produce call is bounded by `produce_timeout_ms` (a frozen broker
 //! never answers); after any failure the client is dropped and rebuilt, which
@@ -95,22 +98,54 @@ pub fn channel(
 /// times at most and a quiet one's costs little.
 const CHUNK_CAPACITY: usize = 32 << 10;
 
-/// One exporter's flows, encoded as a listener received them: length-delimited
-/// `FlowMessage`s, ready to be copied into a Kafka record.
+/// One exporter's flows, encoded as a listener received them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedFlows {
     /// [`exporter_hash`] of the flows' exporter address: it picks the partition.
     exporter: u64,
+    encoded: Encoded,
+}
+
+/// Flows as length-delimited `FlowMessage`s, ready to be copied into a Kafka record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Encoded {
     flows: usize,
     bytes: Vec<u8>,
 }
 
-impl EncodedFlows {
+impl Encoded {
+    /// The flows and bytes of the longest run of leading messages within both limits.
+    fn prefix(&self, max_flows: usize, max_bytes: usize) -> (usize, usize) {
+        let (mut flows, mut bytes) = (0, 0);
+        for message in messages(&self.bytes) {
+            if flows == max_flows || bytes + message.len() > max_bytes {
+                break;
+            }
+            flows += 1;
+            bytes += message.len();
+        }
+        (flows, bytes)
+    }
+
     /// Keeps the first `flows` flows.
     fn truncate(&mut self, flows: usize) {
-        let end: usize = messages(&self.bytes).take(flows).map(<[u8]>::len).sum();
-        self.bytes.truncate(end);
-        self.flows = self.flows.min(flows);
+        let (flows, bytes) = self.prefix(flows, usize::MAX);
+        self.bytes.truncate(bytes);
+        self.flows = flows;
+    }
+
+    /// Keeps the leading flows within `max_bytes` (one at least) and returns the others.
+    fn split_off(&mut self, max_bytes: usize) -> Encoded {
+        let (flows, bytes) = match self.prefix(usize::MAX, max_bytes) {
+            (0, _) => self.prefix(1, usize::MAX),
+            kept => kept,
+        };
+        let rest = Encoded {
+            flows: self.flows - flows,
+            bytes: self.bytes.split_off(bytes),
+        };
+        self.flows = flows;
+        rest
     }
 }
 
@@ -156,11 +191,13 @@ impl Intake {
             {
                 pending.push(EncodedFlows {
                     exporter,
-                    flows: 0,
-                    bytes: Vec::with_capacity(CHUNK_CAPACITY),
+                    encoded: Encoded {
+                        flows: 0,
+                        bytes: Vec::with_capacity(CHUNK_CAPACITY),
+                    },
                 });
             }
-            let Some(chunk) = pending.last_mut() else {
+            let Some(chunk) = pending.last_mut().map(|c| &mut c.encoded) else {
                 continue;
             };
             for flow in run {
@@ -181,7 +218,7 @@ impl Intake {
     /// Hands encoded flows to the producer, keeping the first ones that fit
     /// under the bound and dropping (and counting) the others.
     pub fn submit(&self, mut pending: Vec<EncodedFlows>) {
-        let wanted: usize = pending.iter().map(|c| c.flows).sum();
+        let wanted: usize = pending.iter().map(|c| c.encoded.flows).sum();
         let mut admitted = 0;
         let _ = self
             .held
@@ -196,10 +233,10 @@ impl Intake {
         }
         let mut left = admitted;
         pending.retain_mut(|chunk| {
-            let keep = chunk.flows.min(left);
+            let keep = chunk.encoded.flows.min(left);
             left -= keep;
-            if keep < chunk.flows {
-                chunk.truncate(keep);
+            if keep < chunk.encoded.flows {
+                chunk.encoded.truncate(keep);
             }
             keep > 0
         });
@@ -213,20 +250,12 @@ impl Intake {
     }
 }
 
-/// One Kafka record's worth of flows, encoded.
-#[derive(Debug)]
-struct SealedRecord {
-    record: Record,
-    flows: usize,
-    bytes: usize,
-}
-
-/// The records waiting for one partition: sealed records, then the one being filled.
+/// The flows waiting for one partition, in the chunks listeners encoded them
+/// in, oldest first.
 #[derive(Debug)]
 struct PartitionBatch {
-    sealed: VecDeque<SealedRecord>,
-    current: Vec<u8>,
-    current_flows: usize,
+    chunks: VecDeque<Encoded>,
+    flows: usize,
     bytes: usize,
     since: Instant,
 }
@@ -234,106 +263,113 @@ struct PartitionBatch {
 impl PartitionBatch {
     fn new() -> Self {
         PartitionBatch {
-            sealed: VecDeque::new(),
-            current: Vec::new(),
-            current_flows: 0,
+            chunks: VecDeque::new(),
+            flows: 0,
             bytes: 0,
             since: Instant::now(),
         }
     }
 
-    /// Appends encoded flows, starting a new record whenever the current one
-    /// would pass either limit.
-    fn add(&mut self, chunk: &EncodedFlows, config: &KafkaConfig) {
-        let fits = |batch: &Self, flows: usize, len: usize| {
-            batch.current_flows + flows <= config.max_flows_per_message
-                && batch.current.len() + len <= config.max_message_bytes
-        };
-        // One allocation per record, rather than a dozen as it doubles.
-        let start_record = |batch: &mut Self| {
-            if batch.current.capacity() == 0 {
-                batch.current.reserve(config.max_message_bytes);
+    /// Appends a chunk. One that fits in the room left in the last chunk is
+    /// copied there: a chunk keeps its capacity until produced, and a quiet
+    /// exporter's is mostly empty.
+    fn add(&mut self, chunk: Encoded) {
+        self.flows += chunk.flows;
+        self.bytes += chunk.bytes.len();
+        match self.chunks.back_mut() {
+            Some(last) if last.bytes.capacity() - last.bytes.len() >= chunk.bytes.len() => {
+                last.bytes.extend_from_slice(&chunk.bytes);
+                last.flows += chunk.flows;
             }
-        };
-        start_record(self);
-        if fits(self, chunk.flows, chunk.bytes.len()) {
-            self.current.extend_from_slice(&chunk.bytes);
-            self.current_flows += chunk.flows;
-            self.bytes += chunk.bytes.len();
-            return;
-        }
-        for message in messages(&chunk.bytes) {
-            if !fits(self, 1, message.len()) {
-                self.seal();
-                start_record(self);
-            }
-            self.current.extend_from_slice(message);
-            self.current_flows += 1;
-            self.bytes += message.len();
+            _ => self.chunks.push_back(chunk),
         }
     }
 
-    fn seal(&mut self) {
-        if self.current_flows == 0 {
-            return;
-        }
-        let value = std::mem::take(&mut self.current);
-        self.sealed.push_back(SealedRecord {
-            bytes: value.len(),
-            flows: std::mem::take(&mut self.current_flows),
-            record: Record {
-                key: None,
-                value: Some(value),
-                headers: BTreeMap::new(),
-                timestamp: now_utc(),
-            },
-        });
-    }
-
-    fn flows(&self) -> usize {
-        self.sealed.iter().map(|r| r.flows).sum::<usize>() + self.current_flows
-    }
-
-    /// Moves another batch's records behind this one's (the partition count changed).
+    /// Moves another batch's flows behind this one's (the partition count changed).
     fn absorb(&mut self, mut other: PartitionBatch) {
-        self.seal();
-        other.seal();
-        self.sealed.append(&mut other.sealed);
+        self.chunks.append(&mut other.chunks);
+        self.flows += other.flows;
         self.bytes += other.bytes;
         self.since = self.since.min(other.since);
     }
 
-    /// Takes the leading sealed records for one produce request: as many as
-    /// fit in `max_batch_bytes`, at least one.
-    fn take_request(&mut self, max_batch_bytes: usize) -> Vec<SealedRecord> {
-        self.seal();
-        let count = self.request_len(max_batch_bytes);
-        let taken: Vec<SealedRecord> = self.sealed.drain(..count).collect();
-        self.bytes -= taken.iter().map(|r| r.bytes).sum::<usize>();
+    /// Takes the leading flows for one produce request: whole chunks while they
+    /// fit in `max_batch_bytes`, or part of the first one when it alone does not.
+    fn take_request(&mut self, max_batch_bytes: usize) -> Vec<Encoded> {
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        while let Some(first) = self.chunks.front_mut() {
+            let room = max_batch_bytes.saturating_sub(bytes);
+            if first.bytes.len() <= room {
+                bytes += first.bytes.len();
+                taken.extend(self.chunks.pop_front());
+                continue;
+            }
+            if taken.is_empty() {
+                let rest = first.split_off(room);
+                bytes += first.bytes.len();
+                taken.push(std::mem::replace(first, rest));
+            }
+            break;
+        }
+        self.flows -= taken.iter().map(|c| c.flows).sum::<usize>();
+        self.bytes -= bytes;
         taken
     }
 
-    /// Puts the records of a failed request back in front, in their order.
-    fn put_back(&mut self, records: Vec<SealedRecord>) {
-        self.bytes += records.iter().map(|r| r.bytes).sum::<usize>();
-        for record in records.into_iter().rev() {
-            self.sealed.push_front(record);
+    /// Puts the flows of a failed request back in front, in their order.
+    fn put_back(&mut self, chunks: Vec<Encoded>) {
+        for chunk in chunks.into_iter().rev() {
+            self.flows += chunk.flows;
+            self.bytes += chunk.bytes.len();
+            self.chunks.push_front(chunk);
         }
     }
+}
 
-    /// How many leading sealed records fit in one produce request (at least one).
-    fn request_len(&self, max_batch_bytes: usize) -> usize {
-        let mut total = 0;
-        let count = self
-            .sealed
-            .iter()
-            .take_while(|r| {
-                total += r.bytes;
-                total <= max_batch_bytes
-            })
-            .count();
-        count.max(1).min(self.sealed.len())
+/// Packs the flows of a request into Kafka records of up to
+/// `max_flows_per_message` flows and `max_message_bytes` bytes, in order.
+fn records(chunks: &[Encoded], config: &KafkaConfig) -> Vec<Record> {
+    let timestamp = now_utc();
+    let mut records = Vec::new();
+    let mut value = Vec::new();
+    let mut flows = 0;
+    let mut seal = |value: &mut Vec<u8>, flows: &mut usize| {
+        if *flows > 0 {
+            records.push(Record {
+                key: None,
+                value: Some(std::mem::take(value)),
+                headers: BTreeMap::new(),
+                timestamp,
+            });
+            *flows = 0;
+        }
+    };
+    let fits = |value: &Vec<u8>, flows: usize, more_flows: usize, more_bytes: usize| {
+        flows + more_flows <= config.max_flows_per_message
+            && value.len() + more_bytes <= config.max_message_bytes
+    };
+    for chunk in chunks {
+        if value.capacity() == 0 {
+            // One allocation per record, rather than a dozen as it doubles.
+            value.reserve(config.max_message_bytes);
+        }
+        if fits(&value, flows, chunk.flows, chunk.bytes.len()) {
+            value.extend_from_slice(&chunk.bytes);
+            flows += chunk.flows;
+            continue;
+        }
+        for message in messages(&chunk.bytes) {
+            if !fits(&value, flows, 1, message.len()) {
+                seal(&mut value, &mut flows);
+                value.reserve(config.max_message_bytes);
+            }
+            value.extend_from_slice(message);
+            flows += 1;
+        }
     }
+    seal(&mut value, &mut flows);
+    records
 }
 
 /// A live client: the partition clients of the topic, in partition order.
@@ -446,11 +482,12 @@ pub struct Producer {
 /// the producer, idle, could have compressed and sent the next.
 pub const MAX_IN_FLIGHT: usize = 4;
 
-/// The records of a produce request that is out.
+/// The flows of a produce request that is out.
 #[derive(Debug)]
 struct Request {
     partition: usize,
-    records: Vec<SealedRecord>,
+    chunks: Vec<Encoded>,
+    records: usize,
     started: Instant,
     /// The connection it went out on (see `Producer::generation`).
     generation: u64,
@@ -601,11 +638,11 @@ impl Producer {
     /// Adds flows to their partitions' batches. Needs a connection (the partition count).
     fn add(&mut self, chunks: Vec<EncodedFlows>) {
         let partitions = self.connection.as_ref().map_or(1, |c| c.partitions.len());
-        for chunk in &chunks {
+        for chunk in chunks {
             self.batches
                 .entry(partition_of(chunk.exporter, partitions))
                 .or_insert_with(PartitionBatch::new)
-                .add(chunk, &self.config);
+                .add(chunk.encoded);
         }
     }
 
@@ -632,14 +669,15 @@ impl Producer {
             return Ok(());
         };
         let taken = batch.take_request(self.config.max_batch_bytes);
-        if batch.flows() == 0 {
+        if batch.flows == 0 {
             self.batches.remove(&partition);
         }
         if taken.is_empty() {
             return Ok(());
         }
-        // rskafka takes the records; ours stay for a retry.
-        let records: Vec<Record> = taken.iter().map(|r| r.record.clone()).collect();
+        // rskafka takes the records; the chunks stay for a retry.
+        let records = records(&taken, &self.config);
+        let record_count = records.len();
         let limit = self.config.produce_timeout();
         let compression = compression(self.config.compression);
         let task = self.in_flight.spawn(async move {
@@ -653,7 +691,8 @@ impl Producer {
             task.id(),
             Request {
                 partition,
-                records: taken,
+                chunks: taken,
+                records: record_count,
                 started: Instant::now(),
                 generation: self.generation,
             },
@@ -677,15 +716,11 @@ impl Producer {
         };
         match outcome {
             Ok(()) => {
-                let flows = request.records.iter().map(|r| r.flows).sum();
-                let bytes = request.records.iter().map(|r| r.bytes).sum();
+                let flows = request.chunks.iter().map(|c| c.flows).sum();
+                let bytes = request.chunks.iter().map(|c| c.bytes.len()).sum();
                 self.release(flows);
-                self.metrics.produced(
-                    flows,
-                    request.records.len(),
-                    bytes,
-                    request.started.elapsed(),
-                );
+                self.metrics
+                    .produced(flows, request.records, bytes, request.started.elapsed());
                 Ok(())
             }
             Err(e) => {
@@ -694,7 +729,7 @@ impl Producer {
                 self.batches
                     .entry(request.partition % partitions.max(1))
                     .or_insert_with(PartitionBatch::new)
-                    .put_back(request.records);
+                    .put_back(request.chunks);
                 // A failure of an earlier connection, or of the current one
                 // once it is dropped, is already being dealt with.
                 if request.generation == self.generation && self.connection.is_some() {
@@ -712,7 +747,7 @@ impl Producer {
     }
 }
 
-/// The record timestamp: the time the record was closed.
+/// The record timestamp: the time the request was made.
 fn now_utc() -> DateTime<Utc> {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -790,21 +825,30 @@ mod tests {
         chunks
             .iter()
             .flat_map(|c| {
-                flow_proto::decode_batch::<FlowMessage>(&c.bytes).unwrap_or_else(|e| panic!("{e}"))
+                flow_proto::decode_batch::<FlowMessage>(&c.encoded.bytes)
+                    .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect()
     }
 
-    /// The flows in a batch's sealed records, in order.
-    fn sealed_flows(batch: &PartitionBatch) -> Vec<FlowMessage> {
-        batch
-            .sealed
+    /// The flows of Kafka records, in order.
+    fn record_flows(records: &[Record]) -> Vec<FlowMessage> {
+        records
             .iter()
             .flat_map(|r| {
-                let value = r.record.value.as_deref().unwrap_or_default();
+                let value = r.value.as_deref().unwrap_or_default();
                 flow_proto::decode_batch::<FlowMessage>(value).unwrap_or_else(|e| panic!("{e}"))
             })
             .collect()
+    }
+
+    /// A batch of `flows`, each exporter's run of them a chunk as a listener makes it.
+    fn batch_of(intake: &Intake, flows: &[FlowMessage]) -> PartitionBatch {
+        let mut batch = PartitionBatch::new();
+        for chunk in encoded(intake, flows) {
+            batch.add(chunk.encoded);
+        }
+        batch
     }
 
     #[test]
@@ -846,23 +890,36 @@ mod tests {
         let config = kafka_config("max_message_bytes = 60\n");
         let metrics = Arc::new(Metrics::default());
         let (intake, _producer) = channel(&config, Transport::default(), 100, Arc::clone(&metrics));
-        let mut large = flow(3, 1);
-        large.exporter_name = "x".repeat(100);
-        let flows = [flow(1, 1), flow(1, 2), large, flow(2, 3), flow(1, 4)];
+        // Too large within a run (the next flow takes its place) and as a run of its own.
+        let large = |exporter| FlowMessage {
+            exporter_name: "x".repeat(100),
+            ..flow(exporter, 9)
+        };
+        let flows = [
+            flow(1, 1),
+            large(1),
+            flow(1, 2),
+            large(3),
+            flow(2, 3),
+            flow(1, 4),
+        ];
         let chunks = encoded(&intake, &flows);
-        let runs: Vec<(u64, usize)> = chunks.iter().map(|c| (c.exporter, c.flows)).collect();
+        let runs: Vec<(u64, usize)> = chunks
+            .iter()
+            .map(|c| (c.exporter, c.encoded.flows))
+            .collect();
         let [one, two] = [1u8, 2].map(|b| exporter_hash(&[b; 16]));
         assert_eq!(runs, [(one, 2), (two, 1), (one, 1)]);
         assert_eq!(
             decoded(&chunks),
             [
                 flows[0].clone(),
-                flows[1].clone(),
-                flows[3].clone(),
-                flows[4].clone()
+                flows[2].clone(),
+                flows[4].clone(),
+                flows[5].clone()
             ]
         );
-        assert_eq!(metrics.total_dropped(), 1);
+        assert_eq!(metrics.total_dropped(), 2);
     }
 
     #[test]
@@ -872,54 +929,81 @@ mod tests {
         let (intake, _producer) = channel(&config, Transport::default(), 100, metrics);
         let flows: Vec<FlowMessage> = (0..10).map(|i| flow(1, i)).collect();
         // One flow alone fits whole; the chunk of nine must be split.
-        let mut batch = PartitionBatch::new();
-        for chunk in encoded(&intake, &flows[..1])
+        let chunks: Vec<Encoded> = encoded(&intake, &flows[..1])
+            .into_iter()
+            .chain(encoded(&intake, &flows[1..]))
+            .map(|c| c.encoded)
+            .collect();
+        let packed = records(&chunks, &config);
+        let sizes: Vec<usize> = packed
             .iter()
-            .chain(&encoded(&intake, &flows[1..]))
-        {
-            batch.add(chunk, &config);
-        }
-        batch.seal();
-        let sizes: Vec<usize> = batch.sealed.iter().map(|r| r.flows).collect();
+            .map(|r| record_flows(std::slice::from_ref(r)).len())
+            .collect();
         assert_eq!(sizes, [3, 3, 3, 1]);
-        assert_eq!(sealed_flows(&batch), flows);
+        assert_eq!(record_flows(&packed), flows);
 
         let small = kafka_config("max_message_bytes = 60\nmax_batch_bytes = 130\n");
-        let mut batch = PartitionBatch::new();
-        for chunk in encoded(&intake, &flows) {
-            batch.add(&chunk, &small);
+        let mut batch = batch_of(&intake, &flows);
+        let mut produced = Vec::new();
+        while batch.flows > 0 {
+            let request = batch.take_request(small.max_batch_bytes);
+            let request_bytes: usize = request.iter().map(|c| c.bytes.len()).sum();
+            assert!(request_bytes <= 130, "{request_bytes} bytes in a request");
+            let packed = records(&request, &small);
+            assert!(
+                packed
+                    .iter()
+                    .all(|r| r.value.as_ref().is_some_and(|v| v.len() <= 60))
+            );
+            produced.extend(record_flows(&packed));
         }
-        batch.seal();
-        assert!(batch.sealed.iter().all(|r| r.bytes <= 60));
-        let per_request = batch.request_len(130);
-        let request_bytes: usize = batch.sealed.iter().take(per_request).map(|r| r.bytes).sum();
-        assert!(
-            per_request >= 1 && request_bytes <= 130,
-            "{per_request} records, {request_bytes} bytes"
-        );
-        assert_eq!(batch.flows(), 10);
+        assert_eq!(produced, flows);
+        assert_eq!(batch.bytes, 0);
     }
 
     #[test]
-    fn records_of_a_failed_request_go_back_in_front_in_order() {
+    fn small_chunks_share_one_allocation_and_large_ones_move() {
+        let config = kafka_config("");
+        let metrics = Arc::new(Metrics::default());
+        let (intake, _producer) = channel(&config, Transport::default(), 10_000, metrics);
+        let few: Vec<FlowMessage> = (0..3).map(|i| flow(1, i)).collect();
+        let mut batch = batch_of(&intake, &few);
+        for chunk in encoded(&intake, &few) {
+            batch.add(chunk.encoded);
+        }
+        assert_eq!((batch.chunks.len(), batch.flows), (1, 6));
+        // More than a chunk's capacity: a chunk of its own.
+        let many: Vec<FlowMessage> = (0..CHUNK_CAPACITY as u32 / 16)
+            .map(|i| flow(1, i))
+            .collect();
+        for chunk in encoded(&intake, &many) {
+            batch.add(chunk.encoded);
+        }
+        assert_eq!(batch.chunks.len(), 2);
+        let everything = batch.take_request(usize::MAX);
+        let expected: Vec<FlowMessage> = few.iter().chain(&few).chain(&many).cloned().collect();
+        assert_eq!(record_flows(&records(&everything, &config)), expected);
+    }
+
+    #[test]
+    fn flows_of_a_failed_request_go_back_in_front_in_order() {
         let config = kafka_config(
             "max_flows_per_message = 2\nmax_message_bytes = 60\nmax_batch_bytes = 60\n",
         );
         let metrics = Arc::new(Metrics::default());
         let (intake, _producer) = channel(&config, Transport::default(), 100, metrics);
         let flows: Vec<FlowMessage> = (0..6).map(|i| flow(1, i)).collect();
-        let mut batch = PartitionBatch::new();
-        for chunk in encoded(&intake, &flows) {
-            batch.add(&chunk, &config);
-        }
+        let mut batch = batch_of(&intake, &flows);
         let bytes = batch.bytes;
         let first = batch.take_request(config.max_batch_bytes);
         let second = batch.take_request(config.max_batch_bytes);
-        assert_eq!((first.len(), second.len(), batch.flows()), (1, 1, 2));
+        let count = |chunks: &[Encoded]| chunks.iter().map(|c| c.flows).sum::<usize>();
+        assert_eq!((count(&first), count(&second), batch.flows), (2, 2, 2));
         batch.put_back(second);
         batch.put_back(first);
-        assert_eq!(batch.bytes, bytes);
-        assert_eq!(sealed_flows(&batch), flows);
+        assert_eq!((batch.bytes, batch.flows), (bytes, 6));
+        let everything = batch.take_request(usize::MAX);
+        assert_eq!(record_flows(&records(&everything, &config)), flows);
     }
 
     #[test]
@@ -939,21 +1023,11 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let (intake, mut producer) = channel(&config, Transport::default(), 100, metrics);
         for partition in 0..4 {
-            let mut batch = PartitionBatch::new();
-            for chunk in encoded(&intake, &[flow(1, partition)]) {
-                batch.add(&chunk, &config);
-            }
+            let batch = batch_of(&intake, &[flow(1, partition)]);
             producer.batches.insert(partition as usize, batch);
         }
         producer.rebalance(2);
         assert_eq!(producer.batches.keys().copied().collect::<Vec<_>>(), [0, 1]);
-        assert_eq!(
-            producer
-                .batches
-                .values()
-                .map(PartitionBatch::flows)
-                .sum::<usize>(),
-            4
-        );
+        assert_eq!(producer.batches.values().map(|b| b.flows).sum::<usize>(), 4);
     }
 }
