@@ -114,9 +114,12 @@ fn encoder(
     writeln!(
         code,
         "impl EncodeDelimited for {module}::{name} {{
-    fn encode_delimited(&self, out: &mut Vec<u8>) -> usize {{
-        let max_body = {fixed_bound}{variable_bound};
-        delimited(out, max_body, |w| {{
+    fn max_delimited_len(&self) -> usize {{
+        {MAX_VARINT} + {fixed_bound}{variable_bound}
+    }}
+
+    fn write_delimited(&self, out: &mut [u8]) -> usize {{
+        delimited(out, |w| {{
 {body}        }})
     }}
 }}"

@@ -200,15 +200,25 @@ impl Intake {
             let Some(chunk) = pending.last_mut().map(|c| &mut c.encoded) else {
                 continue;
             };
+            // Past `end`, the chunk holds room to write into: it is zeroed where
+            // it falls short of a flow's bound, which after the first flow is by
+            // about the previous flow's length, not by a whole bound (hundreds
+            // of bytes) per flow.
+            let mut end = chunk.bytes.len();
             for flow in run {
-                let start = chunk.bytes.len();
-                if flow.encode_delimited(&mut chunk.bytes) > self.max_message_bytes {
-                    chunk.bytes.truncate(start);
+                let needed = end + flow.max_delimited_len();
+                if chunk.bytes.len() < needed {
+                    chunk.bytes.resize(needed, 0);
+                }
+                let len = flow.write_delimited(&mut chunk.bytes[end..]);
+                if len > self.max_message_bytes {
                     self.metrics.flows_dropped(DropReason::TooLarge, 1);
                     continue;
                 }
+                end += len;
                 chunk.flows += 1;
             }
+            chunk.bytes.truncate(end);
             if chunk.flows == 0 {
                 pending.pop();
             }

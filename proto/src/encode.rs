@@ -4,43 +4,50 @@
 //! prost's `encode_length_delimited` walks every field twice, once for
 //! `encoded_len` (the length prefix comes first) and once to write, and writes
 //! through `BufMut`, which checks the capacity and stores the length at every
-//! byte; the agent encodes millions of flows a second. Here the buffer is grown
-//! once to a bound of the message's length, the fields are written into that
-//! slice, and the body, written after a one-byte prefix (right for the usual flow
-//! of under 128 bytes), moves up only when the prefix needs more bytes.
+//! byte; the agent encodes millions of flows a second. Here the fields are
+//! written into a slice at least as long as a bound of the message's length,
+//! and the body, written after a one-byte prefix (right for the usual flow of
+//! under 128 bytes), moves up only when the prefix needs more bytes.
 
-/// A message that can append itself, length-delimited, to a buffer in one pass.
+/// A message that can write itself, length-delimited, in one pass.
 pub trait EncodeDelimited {
+    /// The most bytes [`EncodeDelimited::write_delimited`] writes for this message.
+    fn max_delimited_len(&self) -> usize;
+
+    /// Writes the length prefix and the message at the start of `out`, which
+    /// must hold [`EncodeDelimited::max_delimited_len`] bytes (shorter, it
+    /// panics); returns how many it wrote. Bytes past those are not touched,
+    /// so a caller writing many messages into one buffer initialises it once,
+    /// rather than a bound's worth for each message.
+    fn write_delimited(&self, out: &mut [u8]) -> usize;
+
     /// Appends the length prefix and the message; returns how many bytes it appended.
-    fn encode_delimited(&self, out: &mut Vec<u8>) -> usize;
+    fn encode_delimited(&self, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        out.resize(start + self.max_delimited_len(), 0);
+        let len = self.write_delimited(&mut out[start..]);
+        out.truncate(start + len);
+        len
+    }
 }
 
-/// The longest varint: a 64-bit value (or a length) in 7-bit groups.
-const MAX_VARINT: usize = 10;
-
-/// Appends a length-delimited message whose body `write` writes, in at most
-/// `max_body` bytes (the generated encoders' bound, which the property test
-/// below holds them to: a wrong bound is an out-of-bounds panic there).
+/// Writes at the start of `out` a length-delimited message whose body `write`
+/// writes. `out` holds the generated encoders' bound, which the property test
+/// below holds them to: a wrong bound is an out-of-bounds panic there.
 #[inline]
-fn delimited(out: &mut Vec<u8>, max_body: usize, write: impl FnOnce(&mut Writer)) -> usize {
-    let start = out.len();
-    out.resize(start + MAX_VARINT + max_body, 0);
+fn delimited(out: &mut [u8], write: impl FnOnce(&mut Writer)) -> usize {
     let mut writer = Writer {
-        buf: &mut out[start + 1..],
+        buf: &mut out[1..],
         pos: 0,
     };
     write(&mut writer);
     let len = writer.pos;
     let prefix = prost::encoding::encoded_len_varint(len as u64);
     if prefix > 1 {
-        out.copy_within(start + 1..start + 1 + len, start + prefix);
+        out.copy_within(1..1 + len, prefix);
     }
-    let mut writer = Writer {
-        buf: &mut out[start..],
-        pos: 0,
-    };
+    let mut writer = Writer { buf: out, pos: 0 };
     writer.varint(len as u64);
-    out.truncate(start + prefix + len);
     prefix + len
 }
 
@@ -179,6 +186,19 @@ mod tests {
             prop_assert_eq!(appended, theirs.len() - before.len());
             prop_assert_eq!(&ours, &theirs);
         }
+    }
+
+    #[test]
+    fn writing_leaves_the_bytes_past_the_message_alone() {
+        let flow = FlowMessage {
+            src_port: 443,
+            exporter_name: "é".repeat(100),
+            ..Default::default()
+        };
+        let mut out = vec![0xaa; flow.max_delimited_len()];
+        let len = flow.write_delimited(&mut out);
+        assert_eq!(&out[..len], flow.encode_length_delimited_to_vec());
+        assert!(out[len..].iter().all(|&b| b == 0xaa));
     }
 
     #[test]
