@@ -114,10 +114,12 @@ fn encoder(
     writeln!(
         code,
         "impl EncodeDelimited for {module}::{name} {{
+    #[inline]
     fn max_delimited_len(&self) -> usize {{
         {MAX_VARINT} + {fixed_bound}{variable_bound}
     }}
 
+    #[inline]
     fn write_delimited(&self, out: &mut [u8]) -> usize {{
         delimited(out, |w| {{
 {body}        }})
