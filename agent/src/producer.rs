@@ -114,30 +114,17 @@ struct Encoded {
 }
 
 impl Encoded {
-    /// The flows and bytes of the longest run of leading messages within both limits.
-    fn prefix(&self, max_flows: usize, max_bytes: usize) -> (usize, usize) {
-        let (mut flows, mut bytes) = (0, 0);
-        for message in messages(&self.bytes) {
-            if flows == max_flows || bytes + message.len() > max_bytes {
-                break;
-            }
-            flows += 1;
-            bytes += message.len();
-        }
-        (flows, bytes)
-    }
-
     /// Keeps the first `flows` flows.
     fn truncate(&mut self, flows: usize) {
-        let (flows, bytes) = self.prefix(flows, usize::MAX);
+        let (flows, bytes) = leading(&self.bytes, flows, usize::MAX);
         self.bytes.truncate(bytes);
         self.flows = flows;
     }
 
     /// Keeps the leading flows within `max_bytes` (one at least) and returns the others.
     fn split_off(&mut self, max_bytes: usize) -> Encoded {
-        let (flows, bytes) = match self.prefix(usize::MAX, max_bytes) {
-            (0, _) => self.prefix(1, usize::MAX),
+        let (flows, bytes) = match leading(&self.bytes, usize::MAX, max_bytes) {
+            (0, _) => leading(&self.bytes, 1, usize::MAX),
             kept => kept,
         };
         let rest = Encoded {
@@ -149,18 +136,26 @@ impl Encoded {
     }
 }
 
-/// Each length-delimited message of `bytes`, with its length prefix. The bytes
-/// were written by [`Intake::encode`], so a malformed prefix cannot occur; it
-/// would end the walk.
-fn messages(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
+/// The flows and bytes of the longest run of leading length-delimited messages
+/// of `bytes` within both limits. The bytes were written by [`Intake::encode`],
+/// so a malformed prefix cannot occur; it would end the run.
+fn leading(mut bytes: &[u8], max_flows: usize, max_bytes: usize) -> (usize, usize) {
+    let (mut flows, mut taken) = (0, 0);
+    while flows < max_flows {
         let whole = bytes;
-        let len = prost::encoding::decode_varint(&mut bytes).ok()?;
-        let end = whole.len() - bytes.len() + usize::try_from(len).ok()?;
-        let (message, rest) = whole.split_at_checked(end)?;
-        bytes = rest;
-        Some(message)
-    })
+        let Some(message_len) = prost::encoding::decode_varint(&mut bytes)
+            .ok()
+            .and_then(|len| usize::try_from(len).ok())
+            .map(|len| len + whole.len() - bytes.len())
+            .filter(|&len| len <= whole.len() && taken + len <= max_bytes)
+        else {
+            break;
+        };
+        bytes = &whole[message_len..];
+        flows += 1;
+        taken += message_len;
+    }
+    (flows, taken)
 }
 
 /// The listeners' end: encodes flows, admits them up to the bound, counts the
@@ -341,44 +336,47 @@ impl PartitionBatch {
 /// `max_flows_per_message` flows and `max_message_bytes` bytes, in order.
 fn records(chunks: &[Encoded], config: &KafkaConfig) -> Vec<Record> {
     let timestamp = now_utc();
+    let record = |value| Record {
+        key: None,
+        value: Some(value),
+        headers: BTreeMap::new(),
+        timestamp,
+    };
     let mut records = Vec::new();
     let mut value = Vec::new();
     let mut flows = 0;
-    let mut seal = |value: &mut Vec<u8>, flows: &mut usize| {
-        if *flows > 0 {
-            records.push(Record {
-                key: None,
-                value: Some(std::mem::take(value)),
-                headers: BTreeMap::new(),
-                timestamp,
-            });
-            *flows = 0;
-        }
-    };
-    let fits = |value: &Vec<u8>, flows: usize, more_flows: usize, more_bytes: usize| {
-        flows + more_flows <= config.max_flows_per_message
-            && value.len() + more_bytes <= config.max_message_bytes
-    };
     for chunk in chunks {
-        if value.capacity() == 0 {
-            // One allocation per record, rather than a dozen as it doubles.
-            value.reserve(config.max_message_bytes);
-        }
-        if fits(&value, flows, chunk.flows, chunk.bytes.len()) {
-            value.extend_from_slice(&chunk.bytes);
-            flows += chunk.flows;
-            continue;
-        }
-        for message in messages(&chunk.bytes) {
-            if !fits(&value, flows, 1, message.len()) {
-                seal(&mut value, &mut flows);
+        let (mut rest, mut rest_flows) = (chunk.bytes.as_slice(), chunk.flows);
+        while rest_flows > 0 {
+            if value.capacity() == 0 {
+                // One allocation per record, rather than a dozen as it doubles.
                 value.reserve(config.max_message_bytes);
             }
-            value.extend_from_slice(message);
-            flows += 1;
+            let room_flows = config.max_flows_per_message.saturating_sub(flows);
+            let room_bytes = config.max_message_bytes.saturating_sub(value.len());
+            let (taken_flows, taken_bytes) = if rest_flows <= room_flows && rest.len() <= room_bytes
+            {
+                (rest_flows, rest.len())
+            } else {
+                leading(rest, room_flows, room_bytes)
+            };
+            if taken_flows == 0 && flows == 0 {
+                // Not one flow fits an empty record: the intake lets none such through.
+                break;
+            }
+            value.extend_from_slice(&rest[..taken_bytes]);
+            flows += taken_flows;
+            rest = &rest[taken_bytes..];
+            rest_flows -= taken_flows;
+            if rest_flows > 0 {
+                records.push(record(std::mem::take(&mut value)));
+                flows = 0;
+            }
         }
     }
-    seal(&mut value, &mut flows);
+    if flows > 0 {
+        records.push(record(value));
+    }
     records
 }
 
