@@ -20,12 +20,13 @@
 //! records of up to `max_flows_per_message` flows or `max_message_bytes` bytes
 //! and produces those. The flows stay in their chunks until Kafka acknowledged
 //! them: rskafka takes the records it is given, and packing them only then
-//! spares a copy of every flow kept for a retry. Up to [`MAX_IN_FLIGHT`] produce requests are out
-//! at once, so that Kafka answering one does not hold up compressing and sending
-//! the next. A produce call is bounded by `produce_timeout_ms` (a frozen broker
-//! never answers); after any failure the client is dropped and rebuilt, which
-//! re-reads the metadata, and the records of the failed request go back to the
-//! front of their partition's batch, produced again after a backoff. Delivery is
+//! spares a copy of every flow kept for a retry. Up to [`MAX_IN_FLIGHT`]
+//! produce requests are out at once, so that Kafka answering one does not hold
+//! up compressing and sending the next. A produce call is bounded by
+//! `produce_timeout_ms` (a frozen broker never answers); after any failure the
+//! client is dropped and rebuilt, which re-reads the metadata, and the flows of
+//! the failed request go back to the front of their partition's batch, produced
+//! again after a backoff. Delivery is
 //! therefore at-least-once (a request that timed out may have been written), and
 //! in order per exporter unless a request failed while a later one went through.
 
@@ -474,8 +475,8 @@ pub struct Producer {
     batches: BTreeMap<usize, PartitionBatch>,
     /// The produce calls out, each answering with its outcome.
     in_flight: JoinSet<Result<(), ProduceError>>,
-    /// The records of each call out, by its task: kept here (not in the task)
-    /// so that whatever becomes of the task, its records are produced again.
+    /// The flows of each call out, by its task: kept here (not in the task)
+    /// so that whatever becomes of the task, its flows are produced again.
     requests: HashMap<Id, Request>,
     /// Counts connections made: a request sent on an earlier one that fails
     /// says nothing of the current one.
@@ -709,7 +710,7 @@ impl Producer {
     }
 
     /// Settles a request Kafka answered: its flows are released, or on failure
-    /// its records go back to the front of their partition's batch, and the
+    /// its flows go back to the front of their partition's batch, and the
     /// error is returned if the request went out on the current connection.
     fn answered(
         &mut self,
