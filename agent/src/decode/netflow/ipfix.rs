@@ -98,10 +98,7 @@ fn read_templates(
             state.field_specs.push(spec);
             fields = rest;
         }
-        let template = Template::compile(kind, &state.field_specs)?;
-        state
-            .templates
-            .insert(message.key(id), template, message.now)?;
+        state.announce(message.key(id), kind, Template::compile, message.now)?;
         content = fields;
     }
     Ok(())

@@ -22,7 +22,9 @@ use std::net::IpAddr;
 
 use super::{Datagram, DecodeCounters, DecodeOptions, Flows};
 pub use template::TemplateLimits;
-use template::{BoundedCache, DomainKey, FieldSpec, SamplerKey, Template, TemplateKey};
+use template::{
+    BoundedCache, DomainKey, FieldSpec, SamplerKey, Template, TemplateKey, TemplateKind,
+};
 
 /// Why a datagram (or the rest of it) could not be decoded. Flows decoded from
 /// the sets before the faulty one stay in the output.
@@ -138,6 +140,24 @@ impl State {
             early: hold::EarlyData::default(),
             field_specs: Vec::new(),
         }
+    }
+
+    /// Stores the template `field_specs` announce as `key`, compiled by
+    /// `compile`; a repeat of the template in use only refreshes it.
+    fn announce(
+        &mut self,
+        key: TemplateKey,
+        kind: TemplateKind,
+        compile: fn(TemplateKind, &[FieldSpec]) -> Result<Template, NetflowError>,
+        now: u64,
+    ) -> Result<(), NetflowError> {
+        if let Some(current) = self.templates.get(&key, now)
+            && current.is_announced_as(kind, &self.field_specs)
+        {
+            return Ok(());
+        }
+        let template = compile(kind, &self.field_specs)?;
+        self.templates.insert(key, template, now)
     }
 }
 

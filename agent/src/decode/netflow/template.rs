@@ -78,6 +78,9 @@ pub(crate) struct Template {
     pub states_sampling: bool,
     /// The scalars its records have.
     present: Presence,
+    /// The fields as announced: an announcement that repeats them (exporters
+    /// send their templates again every few datagrams) is not compiled again.
+    announced: Box<[FieldSpec]>,
 }
 
 /// A fixed-length run of a record's values, and the variable-length value after it, if any.
@@ -209,7 +212,13 @@ impl Template {
             states_sampling: used.iter().any(|field| field.states_sampling()),
             segments: segments.into(),
             min_record_length,
+            announced: fields.into(),
         })
+    }
+
+    /// Whether this template is the one `fields` announce as `kind`.
+    pub(crate) fn is_announced_as(&self, kind: TemplateKind, fields: &[FieldSpec]) -> bool {
+        self.kind == kind && *self.announced == *fields
     }
 
     /// Reads one record at the start of `data` into `record`: the bytes it
@@ -330,9 +339,12 @@ impl ExporterScoped for TemplateKey {
     }
 
     /// Dual-stack exporters interleave the data sets of their IPv4 and IPv6
-    /// templates: consecutive template ids must not evict each other.
+    /// templates, numbered in turn (256, 257) or in round steps (softflowd's
+    /// 1024 and 2048, which the id modulo the memo's size would put in one
+    /// slot). Fibonacci hashing spreads both kinds across the slots (two or
+    /// three consecutive ids, and such round ones, never share one).
     fn memo_slot(&self) -> usize {
-        usize::from(self.id)
+        (u32::from(self.id).wrapping_mul(0x9E37_79B9) >> (32 - MEMO.trailing_zeros())) as usize
     }
 }
 
@@ -374,8 +386,10 @@ pub(crate) struct BoundedCache<K, V> {
     limits: TemplateLimits,
 }
 
-/// Lookups a [`BoundedCache`] remembers: a few templates in use at once.
+/// Lookups a [`BoundedCache`] remembers: a few templates in use at once (a
+/// power of two: template ids pick their slot by its top bits).
 const MEMO: usize = 8;
+const _: () = assert!(MEMO.is_power_of_two());
 
 #[derive(Debug)]
 struct Entry<K, V> {
@@ -644,6 +658,23 @@ mod tests {
             assert_eq!(cache.get(&sampler(Some(id)), 0), None);
             assert_eq!(cache.get(&sampler(None), 0), Some(&100));
         }
+    }
+
+    #[test]
+    fn template_ids_in_turn_or_in_round_steps_are_remembered_apart() {
+        let slots = |ids: &[u16]| -> std::collections::HashSet<usize> {
+            ids.iter()
+                .map(|&id| key(1, id).memo_slot() % MEMO)
+                .collect()
+        };
+        let consecutive: Vec<u16> = (256..256 + MEMO as u16).collect();
+        assert_eq!(slots(&consecutive).len(), MEMO);
+        assert_eq!(
+            slots(&[1024, 2048]).len(),
+            2,
+            "softflowd's IPv4 and IPv6 templates"
+        );
+        assert_eq!(slots(&[1024, 1025, 2048, 2049]).len(), 4);
     }
 
     #[test]

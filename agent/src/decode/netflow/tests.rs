@@ -442,6 +442,42 @@ fn templates_are_replaced_and_expire() {
 }
 
 #[test]
+fn a_repeated_template_is_refreshed_and_a_changed_one_replaced() {
+    for version in [Message::v9, Message::ipfix] {
+        let mut harness = Harness::new();
+        let template = version().template(256, &[(8, 4)]);
+        harness.decode(&template.bytes()).unwrap();
+        let expiry = TemplateLimits::default().expiry_seconds;
+        harness.received = RECEIVED + expiry;
+        harness.decode(&template.bytes()).unwrap();
+        harness.decoder.expire(RECEIVED + expiry + 1);
+        let data = version().set(256, &[10, 0, 0, 1]);
+        let flows = harness.decode(&data.bytes()).unwrap();
+        assert_eq!(flows.len(), 1, "the repeat refreshed it");
+        assert_eq!(flows[0].src_addr, v4([10, 0, 0, 1]));
+
+        harness
+            .decode(&version().template(256, &[(12, 4)]).bytes())
+            .unwrap();
+        let flows = harness.decode(&data.bytes()).unwrap();
+        assert_eq!((flows[0].src_addr.len(), flows[0].dst_addr.len()), (0, 16));
+    }
+
+    // The same fields, as an options template: no longer a data template.
+    let mut harness = Harness::new();
+    let fields = [(149, 4), (34, 4)];
+    harness
+        .decode(&Message::ipfix().template(256, &fields).bytes())
+        .unwrap();
+    let data = Message::ipfix().set(256, &[0, 0, 0, 0, 0, 0, 0, 50]);
+    assert_eq!(harness.decode(&data.bytes()).unwrap().len(), 1);
+    harness
+        .decode(&Message::ipfix().options_template(256, &fields[1..]).bytes())
+        .unwrap();
+    assert!(harness.decode(&data.bytes()).unwrap().is_empty());
+}
+
+#[test]
 fn template_count_is_bounded() {
     let mut harness = Harness::new();
     harness.decoder = NetflowDecoder::new(TemplateLimits {

@@ -78,10 +78,7 @@ fn read_templates(
         state
             .field_specs
             .extend(fields.chunks_exact(4).map(standard_field));
-        let template = compile(TemplateKind::Data, &state.field_specs)?;
-        state
-            .templates
-            .insert(message.key(id), template, message.now)?;
+        state.announce(message.key(id), TemplateKind::Data, compile, message.now)?;
         content = content.get(4 + count * 4..).unwrap_or_default();
     }
     Ok(())
@@ -127,10 +124,7 @@ fn read_options_templates(
         state
             .field_specs
             .extend(options.chunks_exact(4).map(standard_field));
-        let template = compile(TemplateKind::Options, &state.field_specs)?;
-        state
-            .templates
-            .insert(message.key(id), template, message.now)?;
+        state.announce(message.key(id), TemplateKind::Options, compile, message.now)?;
         content = content.get(end..).unwrap_or_default();
     }
     Ok(())
