@@ -18,16 +18,10 @@ use flow_proto::v1::InterfaceBoundary;
 use regex_lite::Regex;
 
 use crate::config::{Boundary, ClassifierConfig, Config, ConfigError, InterfaceConfig};
+use crate::decode::{address_octets, same_exporter};
 
 /// An exporter address as flows carry it (IPv4 mapped into IPv6).
 type AddressKey = [u8; 16];
-
-fn address_key(address: IpAddr) -> AddressKey {
-    match address {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
 
 /// An interface as flows get it: every attribute resolved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -215,7 +209,7 @@ impl Enricher {
                     sampling_rate_override: exporter.sampling_rate_override,
                     interfaces,
                 };
-                (address_key(exporter.address), resolved)
+                (address_octets(exporter.address), resolved)
             })
             .collect();
         let discovery = &config.discovery;
@@ -228,7 +222,7 @@ impl Enricher {
                         .exporters
                         .iter()
                         .copied()
-                        .map(address_key)
+                        .map(address_octets)
                         .collect(),
                 )
             };
@@ -261,14 +255,14 @@ impl Enricher {
     /// The sampling rate for flows from `source` that carry none, if the exporter sets one.
     pub fn default_sampling_rate(&self, source: IpAddr) -> Option<u64> {
         self.exporters
-            .get(&address_key(source))?
+            .get(&address_octets(source))?
             .default_sampling_rate
     }
 
     /// Fills the flows' exporter, interface and sampling attributes.
     pub fn enrich(&self, flows: &mut [FlowMessage]) {
         // A datagram's flows share their exporter: look it up once per run of them.
-        for run in flows.chunk_by_mut(|a, b| a.exporter_address == b.exporter_address) {
+        for run in flows.chunk_by_mut(same_exporter) {
             let key: Option<AddressKey> = run
                 .first()
                 .and_then(|flow| flow.exporter_address.as_slice().try_into().ok());

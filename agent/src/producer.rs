@@ -45,6 +45,7 @@ use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 
 use crate::config::{self, KafkaConfig, SaslMechanism};
+use crate::decode::same_exporter;
 use crate::metrics::{DropReason, Metrics};
 use crate::tls::Transport;
 
@@ -176,7 +177,7 @@ impl Intake {
     /// dropped and counted.
     pub fn encode(&self, flows: &[FlowMessage], pending: &mut Vec<EncodedFlows>) {
         // A datagram's flows share their exporter: hash it once per run of them.
-        for run in flows.chunk_by(|a, b| a.exporter_address == b.exporter_address) {
+        for run in flows.chunk_by(same_exporter) {
             let Some(first) = run.first() else {
                 continue;
             };

@@ -61,7 +61,16 @@ struct Writer<'a> {
 impl Writer<'_> {
     #[inline]
     fn bytes(&mut self, bytes: &[u8]) {
-        self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        let out = &mut self.buf[self.pos..self.pos + bytes.len()];
+        // Addresses, most of a flow's length, are 16 bytes: copied as such,
+        // two moves, where a copy of a length unknown here calls memcpy.
+        match (
+            <&mut [u8; 16]>::try_from(&mut *out),
+            <&[u8; 16]>::try_from(bytes),
+        ) {
+            (Ok(out), Ok(address)) => *out = *address,
+            _ => out.copy_from_slice(bytes),
+        }
         self.pos += bytes.len();
     }
 

@@ -114,6 +114,17 @@ pub fn address_octets(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+/// Whether two flows have one exporter, as the runs of a datagram's flows are
+/// found: on the usual 16 bytes, two loads rather than a call to memcmp.
+#[inline]
+pub fn same_exporter(a: &flow_proto::FlowMessage, b: &flow_proto::FlowMessage) -> bool {
+    let (a, b) = (a.exporter_address.as_slice(), b.exporter_address.as_slice());
+    match (<&[u8; 16]>::try_from(a), <&[u8; 16]>::try_from(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Writes an address field in place, reusing its buffer (see [`Flows`]); the
 /// fixed length lets the copy be two moves rather than a call to memcpy.
 #[inline]
