@@ -95,9 +95,10 @@ pub fn channel(
     (intake, producer)
 }
 
-/// What a listener reserves for an exporter's flows of one receive batch: a
-/// dozen full datagrams' worth, so that a busy exporter's chunk grows a few
-/// times at most and a quiet one's costs little.
+/// What a listener reserves for a chunk of an exporter's flows: a couple of
+/// dozen full datagrams' worth. A busy exporter's receive batch fills several,
+/// each closed when full (a grown chunk would be copied whole); a quiet
+/// exporter's costs little, and the producer folds it into the chunk before.
 const CHUNK_CAPACITY: usize = 32 << 10;
 
 /// One exporter's flows, encoded as a listener received them.
@@ -106,6 +107,30 @@ pub struct EncodedFlows {
     /// [`exporter_hash`] of the flows' exporter address: it picks the partition.
     exporter: u64,
     encoded: Encoded,
+}
+
+impl EncodedFlows {
+    /// An empty chunk with room for [`CHUNK_CAPACITY`] bytes, or for one flow's `bound`.
+    fn new(exporter: u64, bound: usize) -> Self {
+        EncodedFlows {
+            exporter,
+            encoded: Encoded {
+                flows: 0,
+                bytes: Vec::with_capacity(CHUNK_CAPACITY.max(bound)),
+            },
+        }
+    }
+}
+
+/// Ends the last chunk of `pending` at `end`, dropping the room left to write
+/// into, or the chunk itself when no flow went in.
+fn close(pending: &mut Vec<EncodedFlows>, end: usize) {
+    if let Some(last) = pending.last_mut() {
+        last.encoded.bytes.truncate(end);
+        if last.encoded.flows == 0 {
+            pending.pop();
+        }
+    }
 }
 
 /// Flows as length-delimited `FlowMessage`s, ready to be copied into a Kafka record.
@@ -173,8 +198,8 @@ pub struct Intake {
 
 impl Intake {
     /// Appends `flows` to `pending`, encoded, each exporter's run of flows in
-    /// one [`EncodedFlows`]. A flow larger than a Kafka record may be is
-    /// dropped and counted.
+    /// [`EncodedFlows`] of about [`CHUNK_CAPACITY`] bytes. A flow larger than
+    /// a Kafka record may be is dropped and counted.
     pub fn encode(&self, flows: &[FlowMessage], pending: &mut Vec<EncodedFlows>) {
         // A datagram's flows share their exporter: hash it once per run of them.
         for run in flows.chunk_by(same_exporter) {
@@ -186,26 +211,29 @@ impl Intake {
                 .last()
                 .is_none_or(|chunk| chunk.exporter != exporter)
             {
-                pending.push(EncodedFlows {
-                    exporter,
-                    encoded: Encoded {
-                        flows: 0,
-                        bytes: Vec::with_capacity(CHUNK_CAPACITY),
-                    },
-                });
+                pending.push(EncodedFlows::new(exporter, 0));
             }
-            let Some(chunk) = pending.last_mut().map(|c| &mut c.encoded) else {
-                continue;
-            };
             // Past `end`, the chunk holds room to write into: it is zeroed where
             // it falls short of a flow's bound, which after the first flow is by
             // about the previous flow's length, not by a whole bound (hundreds
             // of bytes) per flow.
-            let mut end = chunk.bytes.len();
+            let mut end = pending.last().map_or(0, |c| c.encoded.bytes.len());
             for flow in run {
-                let needed = end + flow.max_delimited_len();
-                if chunk.bytes.len() < needed {
-                    chunk.bytes.resize(needed, 0);
+                let bound = flow.max_delimited_len();
+                // A full chunk is closed rather than grown: growing would copy
+                // every flow it holds, and chunks are batched as they are anyway.
+                if pending.last().is_some_and(|c| {
+                    c.encoded.flows > 0 && end + bound > c.encoded.bytes.capacity()
+                }) {
+                    close(pending, end);
+                    pending.push(EncodedFlows::new(exporter, bound));
+                    end = 0;
+                }
+                let Some(chunk) = pending.last_mut().map(|c| &mut c.encoded) else {
+                    continue;
+                };
+                if chunk.bytes.len() < end + bound {
+                    chunk.bytes.resize(end + bound, 0);
                 }
                 let len = flow.write_delimited(&mut chunk.bytes[end..]);
                 if len > self.max_message_bytes {
@@ -215,10 +243,7 @@ impl Intake {
                 end += len;
                 chunk.flows += 1;
             }
-            chunk.bytes.truncate(end);
-            if chunk.flows == 0 {
-                pending.pop();
-            }
+            close(pending, end);
         }
     }
 
@@ -277,14 +302,18 @@ impl PartitionBatch {
         }
     }
 
-    /// Appends a chunk. One that fits in the room left in the last chunk is
-    /// copied there: a chunk keeps its capacity until produced, and a quiet
-    /// exporter's is mostly empty.
+    /// Appends a chunk. One mostly empty (a quiet exporter's) is copied into
+    /// the room left in the last chunk if it fits: a chunk keeps its capacity
+    /// until produced. A fuller one is kept as it is, not copied.
     fn add(&mut self, chunk: Encoded) {
         self.flows += chunk.flows;
         self.bytes += chunk.bytes.len();
+        let mostly_empty = chunk.bytes.len() < chunk.bytes.capacity() / 2;
         match self.chunks.back_mut() {
-            Some(last) if last.bytes.capacity() - last.bytes.len() >= chunk.bytes.len() => {
+            Some(last)
+                if mostly_empty
+                    && last.bytes.capacity() - last.bytes.len() >= chunk.bytes.len() =>
+            {
                 last.bytes.extend_from_slice(&chunk.bytes);
                 last.flows += chunk.flows;
             }
@@ -982,14 +1011,22 @@ mod tests {
             batch.add(chunk.encoded);
         }
         assert_eq!((batch.chunks.len(), batch.flows), (1, 6));
-        // More than a chunk's capacity: a chunk of its own.
+        // More than a chunk's capacity: chunks that are not grown but added
+        // as they are, none copied.
         let many: Vec<FlowMessage> = (0..CHUNK_CAPACITY as u32 / 16)
             .map(|i| flow(1, i))
             .collect();
-        for chunk in encoded(&intake, &many) {
+        let many_chunks = encoded(&intake, &many);
+        assert_eq!(many_chunks.len(), 2);
+        assert!(
+            many_chunks
+                .iter()
+                .all(|c| c.encoded.bytes.capacity() == CHUNK_CAPACITY)
+        );
+        for chunk in many_chunks {
             batch.add(chunk.encoded);
         }
-        assert_eq!(batch.chunks.len(), 2);
+        assert_eq!(batch.chunks.len(), 3);
         let everything = batch.take_request(usize::MAX);
         let expected: Vec<FlowMessage> = few.iter().chain(&few).chain(&many).cloned().collect();
         assert_eq!(record_flows(&records(&everything, &config)), expected);
