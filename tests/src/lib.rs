@@ -18,7 +18,7 @@ pub mod services;
 pub mod tls;
 pub mod traffic;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where `tests/install` put the broker binary and the Python venv.
 pub fn cache_dir() -> PathBuf {
@@ -83,6 +83,15 @@ pub fn binary(name: &str) -> PathBuf {
                 )
             {
                 cargo.env_remove(key.as_ref());
+            }
+        }
+        // Run outside cargo (a bench binary started by hand), the rustup proxy
+        // would pick each crate's toolchain from its own folder (rskafka pins
+        // one): the rustc beside this cargo is the toolchain that built us.
+        if std::env::var_os("RUSTUP_TOOLCHAIN").is_none() && std::env::var_os("RUSTC").is_none() {
+            let rustc = Path::new(env!("CARGO")).with_file_name("rustc");
+            if rustc.exists() {
+                cargo.env("RUSTC", rustc);
             }
         }
         // Each binary is its package's only one, of the same name.
