@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use flow_agent::decode::{Datagram, DecodeCounters, DecodeOptions, Decoder, Flows};
 use flow_proto::encode_batch;
+use flow_tests::thread_cpu_time;
 use flow_tests::traffic::{
     SyntheticCapture, TrafficShape, pmacct_sflow_datagrams, softflowd_datagrams,
 };
@@ -33,12 +34,6 @@ struct Dataset {
     datagrams: Vec<(SocketAddr, Vec<u8>)>,
     /// Whether the peer decodes this protocol.
     peer: bool,
-}
-
-fn thread_cpu_time() -> Duration {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .expect("thread CPU clock");
-    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }
 
 /// Runs `pass` (one pass over a dataset, returning the flows it saw) for ROUNDS

@@ -30,6 +30,7 @@ use flow_agent::tls::Transport;
 use flow_proto::FlowMessage;
 use flow_tests::clients::split_length_delimited;
 use flow_tests::services::KafkaBroker;
+use flow_tests::thread_cpu_time;
 use flow_tests::traffic::{
     SyntheticCapture, TrafficShape, pmacct_sflow_datagrams, softflowd_datagrams,
 };
@@ -61,12 +62,6 @@ impl Spent {
     fn nanos_per_flow(&self) -> f64 {
         self.cpu.as_nanos() as f64 / self.flows.max(1) as f64
     }
-}
-
-fn thread_cpu_time() -> Duration {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .expect("thread CPU clock");
-    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }
 
 /// The agent's defaults, but for the broker and compression, and for the

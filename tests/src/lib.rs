@@ -105,3 +105,11 @@ pub fn binary(name: &str) -> PathBuf {
     }
     path
 }
+
+/// The calling thread's CPU time (user and system), for the benchmarks: these
+/// machines are shared, so wall time is noise.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .expect("thread CPU clock");
+    std::time::Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+}
