@@ -82,6 +82,7 @@ fn decode_all(datagrams: Vec<Vec<u8>>) -> Vec<Vec<FlowMessage>> {
     let mut decoder = Decoder::default();
     let mut counters = DecodeCounters::default();
     let mut flows = Flows::default();
+    let options = DecodeOptions::default();
     datagrams
         .iter()
         .filter_map(|payload| {
@@ -91,7 +92,6 @@ fn decode_all(datagrams: Vec<Vec<u8>>) -> Vec<Vec<FlowMessage>> {
                 received: 1_790_000_000,
                 payload,
             };
-            let options = DecodeOptions::default();
             let _ = decoder.decode(&datagram, None, &options, &mut flows, &mut counters);
             (!flows.is_empty()).then(|| flows.to_vec())
         })
@@ -202,8 +202,14 @@ async fn records_holding(broker: &KafkaBroker, topic: &str, flows: u64) -> Vec<(
     values
 }
 
-/// librdkafka producing `values` over and over until [`FLOWS`] flows went out.
-fn peer(broker: &KafkaBroker, config: &Config, values: &[(Vec<u8>, u32)]) -> Spent {
+/// librdkafka producing `values` over and over until [`FLOWS`] flows went out,
+/// with `compression` (the name both the agent's config and librdkafka use).
+fn peer(
+    broker: &KafkaBroker,
+    config: &Config,
+    compression: &str,
+    values: &[(Vec<u8>, u32)],
+) -> Spent {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("values.bin");
     let mut file = Vec::new();
@@ -214,13 +220,6 @@ fn peer(broker: &KafkaBroker, config: &Config, values: &[(Vec<u8>, u32)]) -> Spe
         file.extend_from_slice(value);
     }
     std::fs::write(&path, file).expect("write the record values");
-    let compression = match config.kafka.compression {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Lz4 => "lz4",
-        Compression::Zstd => "zstd",
-        Compression::Snappy => "snappy",
-    };
     let output = Command::new(flow_tests::python())
         .arg(flow_tests::support_dir().join("kafka_produce_bench.py"))
         .args(["--bootstrap", &broker.bootstrap, "--topic", "peer"])
@@ -304,7 +303,7 @@ fn main() {
             let values = runtime.block_on(records_holding(&broker, &topic, cycle));
             let bytes: usize = values.iter().map(|(v, _)| v.len()).sum();
             let flows: u64 = values.iter().map(|&(_, f)| u64::from(f)).sum();
-            let theirs = peer(&broker, &config, &values);
+            let theirs = peer(&broker, &config, compression, &values);
             let floor = match config.kafka.compression {
                 Compression::Lz4 => format!("{:.0}", lz4_alone(&values).nanos_per_flow()),
                 _ => "-".to_owned(),
